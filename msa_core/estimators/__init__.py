@@ -1,0 +1,147 @@
+"""Shapley estimators behind one entry point, :func:`shapley_modes`.
+
+========== ==================================================== =====================================
+method     what it does                                          stderr
+========== ==================================================== =====================================
+exact      all 2^n coalitions (n <= 20)                          None (no sampling error)
+permutation uniformly random join orders (Castro et al. 2009)     over permutations
+antithetic each join order paired with its reverse               over pairs
+owen       stratified antithetic Owen sampling with an           over sweeps of all strata
+           efficiency projection (Okhrati & Lipani 2021)
+========== ==================================================== =====================================
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..result import ShapleyResult
+from ..types import Game
+from .base import Estimator, GameRunner, ProgressCallback, RunCancelled, SamplingEstimator, SamplingState
+from .exact import MAX_EXACT_PLAYERS, ExactEstimator, all_coalitions
+from .owen import OwenEstimator
+from .permutation import AntitheticEstimator, PermutationEstimator, draw_permutation
+
+__all__ = [
+    "shapley_modes",
+    "make_estimator",
+    "METHODS",
+    "MAX_EXACT_PLAYERS",
+    "Estimator",
+    "SamplingEstimator",
+    "SamplingState",
+    "GameRunner",
+    "RunCancelled",
+    "ExactEstimator",
+    "PermutationEstimator",
+    "AntitheticEstimator",
+    "OwenEstimator",
+    "all_coalitions",
+    "draw_permutation",
+]
+
+METHODS: dict[str, Callable[..., Estimator]] = {
+    "exact": ExactEstimator,
+    "permutation": PermutationEstimator,
+    "antithetic": AntitheticEstimator,
+    "owen": OwenEstimator,
+}
+"""Estimator factories by method name; other modules may register more (e.g. truncated, top-k)."""
+
+
+def _check_permutations(permutations: Any, n_players: int) -> torch.Tensor:
+    array = np.asarray(permutations)
+    if array.ndim != 2 or array.shape[1] != n_players or array.shape[0] == 0:
+        raise ValueError(
+            f"permutations must be an integer array of shape (m, {n_players}); got shape {array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"permutations must hold integers; got dtype {array.dtype}")
+    if not (np.sort(array, axis=1) == np.arange(n_players)).all():
+        bad = int(np.nonzero(~(np.sort(array, axis=1) == np.arange(n_players)).all(1))[0][0])
+        raise ValueError(f"row {bad} of permutations is not a permutation of range({n_players})")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def make_estimator(method: str, *, permutations: Any = None, n_players: int | None = None, **options: Any) -> Estimator:
+    """Build the estimator for ``method``; ``permutations`` only for permutation-type methods."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    factory = METHODS[method]
+    if permutations is not None:
+        if method not in ("permutation", "antithetic"):
+            raise ValueError(f"permutations= is only used by method='permutation' or 'antithetic', not {method!r}")
+        return factory(permutations=_check_permutations(permutations, n_players), **options)
+    return factory(**options)
+
+
+def shapley_modes(
+    game: Game,
+    n_players: int,
+    *,
+    method: str = "permutation",
+    n_permutations: int = 1000,
+    permutations: Any = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: ProgressCallback | None = None,
+    unit_labels: list[str] | None = None,
+    cancel: Any = None,
+    state: SamplingState | None = None,
+    on_block: Callable[[SamplingState], Any] | None = None,
+    estimator_options: dict[str, Any] | None = None,
+) -> ShapleyResult:
+    """Shapley values of every player of ``game``; for a tensor game, Shapley modes.
+
+    Args:
+        game: callable taking a bool coalition matrix ``(batch, n_players)`` (True = intact) and
+            returning float values ``(batch, *output_shape)``. It is called once per batch.
+        n_players: number of players ``n``.
+        method: "exact", "permutation", "antithetic" or "owen" (see the module table).
+        n_permutations: sampling budget in permutations; "antithetic" spends it as
+            ``n_permutations // 2`` pairs, "owen" as the same number of evaluations
+            (``n_permutations * (n - 1)``). Ignored by "exact".
+        permutations: optional int array ``(m, n)`` of join orders to evaluate exactly (permutation,
+            antithetic); overrides ``n_permutations``.
+        batch_size: coalitions per game call (None: up to 4096, fewer for large outputs). Results do
+            not depend on it.
+        seed: non-negative integer; the same seed gives the same result on any batch size.
+        device: where values are accumulated (default CPU).
+        progress: optional callback ``progress(done, total)`` in game evaluations.
+        unit_labels: optional labels of the players (default "0", "1", ...).
+        cancel: optional object with ``is_set()`` (e.g. ``threading.Event``); when set, the run stops
+            with :class:`RunCancelled`.
+        state, on_block: resume from / checkpoint a sampling run (see :class:`SamplingState`).
+        estimator_options: extra options of the estimator (e.g. ``{"n_strata": 8}`` for "owen").
+
+    Returns:
+        :class:`~msa_core.result.ShapleyResult` with ``values`` ``(n, *output_shape)``; ``stderr`` of
+        the same shape (None for exact); ``values.sum(0) == intact - empty`` to float precision.
+    """
+    if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool) or n_players < 1:
+        raise ValueError(f"n_players must be a positive integer; got {n_players!r}")
+    n_players = int(n_players)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    if method != "exact" and permutations is None and (not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1):
+        raise ValueError(f"n_permutations must be a positive integer; got {n_permutations!r}")
+    if unit_labels is not None and len(unit_labels) != n_players:
+        raise ValueError(f"unit_labels has {len(unit_labels)} labels for {n_players} players")
+    estimator = make_estimator(method, permutations=permutations, n_players=n_players, **(estimator_options or {}))
+    runner = GameRunner(game, n_players, batch_size=batch_size, device=device, progress=progress, cancel=cancel)
+    started = time.perf_counter()
+    if isinstance(estimator, SamplingEstimator):
+        result = estimator.estimate(
+            runner, n_players, n_permutations=int(n_permutations), seed=int(seed), state=state, on_block=on_block
+        )
+    else:
+        result = estimator.estimate(runner, n_players)
+    result.elapsed_s = time.perf_counter() - started
+    if unit_labels is not None:
+        result.unit_labels = [str(label) for label in unit_labels]
+    return result

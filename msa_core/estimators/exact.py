@@ -1,0 +1,81 @@
+"""Exact Shapley modes from all ``2^n`` coalitions.
+
+``phi_i = sum_S v(S) * w(S, i)`` with ``w(S, i) = (|S|-1)! (n-|S|)! / n!`` when ``i in S`` and
+``-|S|! (n-|S|-1)! / n!`` otherwise. Coalitions are enumerated in blocks (bit ``i`` of the block
+index is unit ``i``) and folded into ``phi`` with one matrix product per block, so memory stays at one
+block of values whatever ``n`` is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..result import ShapleyResult
+from .base import GameRunner, Estimator
+
+__all__ = ["ExactEstimator", "MAX_EXACT_PLAYERS", "all_coalitions"]
+
+MAX_EXACT_PLAYERS = 20
+"""Above this, exact enumeration (2^n coalitions) is refused: use a sampling method."""
+
+
+def all_coalitions(n_players: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Coalitions with integer codes in ``[start, stop)``: bool ``(stop - start, n_players)``."""
+    stop = 2**n_players if stop is None else stop
+    codes = torch.arange(start, stop, dtype=torch.int64)
+    return ((codes.unsqueeze(1) >> torch.arange(n_players)) & 1).bool()
+
+
+class ExactEstimator(Estimator):
+    """All ``2^n`` coalitions, weighted by the Shapley kernel; no sampling error (``stderr`` is None)."""
+
+    name = "exact"
+
+    def estimate(self, runner: GameRunner, n_players: int, **options) -> ShapleyResult:
+        if n_players > MAX_EXACT_PLAYERS:
+            raise ValueError(
+                f"method='exact' needs 2^{n_players} game evaluations; the limit is "
+                f"{MAX_EXACT_PLAYERS} players (2^{MAX_EXACT_PLAYERS} = {2**MAX_EXACT_PLAYERS:,} coalitions). "
+                "Use method='permutation', 'antithetic' or 'owen' instead."
+            )
+        started = time.perf_counter()
+        n = n_players
+        fact = [math.factorial(k) for k in range(n + 1)]
+        # weights by coalition size s: for members and for non-members of the coalition
+        w_in = torch.tensor([fact[s - 1] * fact[n - s] / fact[n] if s > 0 else 0.0 for s in range(n + 1)], dtype=torch.float64)
+        w_out = torch.tensor([fact[s] * fact[n - s - 1] / fact[n] if s < n else 0.0 for s in range(n + 1)], dtype=torch.float64)
+        total = 2**n
+        runner.total = total
+        empty_and_full = runner.endpoints()
+        empty, intact = empty_and_full
+        values = torch.zeros((n, *empty.shape), dtype=torch.float64, device=runner.device)
+        # endpoints were already evaluated: fold them in directly
+        values += w_in[n] * intact.unsqueeze(0)
+        values -= w_out[0] * empty.unsqueeze(0)
+        block = max(1, min(total, 2**16))
+        for start in range(0, total, block):
+            coalitions = all_coalitions(n, start, min(total, start + block))
+            inner = slice(1 if start == 0 else 0, None)
+            if start + block >= total:
+                inner = slice(inner.start, coalitions.shape[0] - 1)
+            coalitions = coalitions[inner]
+            if coalitions.shape[0] == 0:
+                continue
+            block_values = runner(coalitions).reshape(coalitions.shape[0], -1)
+            sizes = coalitions.sum(1)
+            weights = torch.where(coalitions, w_in[sizes].unsqueeze(1), -w_out[sizes].unsqueeze(1))
+            values += (weights.to(runner.device).T @ block_values).reshape(values.shape)
+        return ShapleyResult(
+            values=values,
+            stderr=None,
+            n_evaluations=runner.n_evaluations,
+            intact=intact,
+            empty=empty,
+            method=self.name,
+            seed=None,
+            elapsed_s=time.perf_counter() - started,
+            n_samples=total,
+        )

@@ -1,0 +1,420 @@
+"""Units addressed by module path, and lesions applied by hooks that never outlive their context.
+
+A *unit specification* names a module (its path in ``model.named_modules()``) and where its units
+lie: on which axis of the module's output (or input) tensor, in groups of how many entries. The
+defaults follow the module: channels (axis 1) for convolutional outputs, the last axis otherwise.
+
+Lesions are applied by forward hooks (or pre-hooks for ``site="input"``) registered only inside
+:func:`lesion_hooks`, a context manager that removes them in ``finally``: an exception in the middle of
+a forward pass leaves no hook behind. A batch of coalitions is run as one forward pass over
+``n_coalitions * n_inputs`` rows: rows ``[c * n_inputs, (c + 1) * n_inputs)`` belong to coalition ``c``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "UnitSpec",
+    "ResolvedUnits",
+    "LayerInfo",
+    "LesionFn",
+    "resolve_module",
+    "resolve_units",
+    "lesion_hooks",
+    "list_layers",
+    "forward",
+    "repeat_rows",
+]
+
+LesionFn = Callable[[torch.Tensor], torch.Tensor]
+"""A custom lesion: takes the intact activation and returns the replacement (same or broadcast shape)."""
+
+_CHANNEL_MODULES = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d, nn.GroupNorm,
+)
+_LESIONS = ("zero", "mean", "skip")
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """Where the units of one module lie.
+
+    Attributes:
+        path: module path as in ``model.named_modules()`` (e.g. ``"2"``, ``"encoder.layer.3.mlp.act"``).
+        axis: axis of the activation holding the units (batch is axis 0); None infers it: 1 for
+            convolutional/batch-norm outputs and 4-D tensors, -1 otherwise.
+        site: "output" (the module's output, via a forward hook) or "input" (its first positional
+            input, via a pre-hook; e.g. attention heads before the output projection).
+        group_size: entries per unit along ``axis`` (e.g. the head dimension for attention heads).
+        kind: "neuron", "channel", "head", "expert" or None (inferred: channel or neuron).
+        lesion: default lesion for these units ("zero", "mean", "skip" or None for the game's).
+        label: short label used in unit labels (default: the path).
+    """
+
+    path: str
+    axis: int | None = None
+    site: str = "output"
+    group_size: int = 1
+    kind: str | None = None
+    lesion: str | None = None
+    label: str | None = None
+
+
+@dataclass
+class ResolvedUnits:
+    """A :class:`UnitSpec` bound to a model: the module, the axis, the count, the replacement.
+
+    Attributes:
+        spec: the specification.
+        module: the module the hook goes on.
+        axis: non-negative axis of the activation that holds units.
+        n_units: number of units (players) in this module.
+        activation_shape: shape of the activation for the example inputs, batch included.
+        kind: unit kind.
+        lesion: "zero", "mean", "skip" or a callable.
+        replacement: precomputed replacement tensor (broadcastable to one row), or None.
+    """
+
+    spec: UnitSpec
+    module: nn.Module
+    axis: int
+    n_units: int
+    activation_shape: tuple[int, ...]
+    kind: str
+    lesion: str | LesionFn
+    replacement: torch.Tensor | None = None
+
+    @property
+    def width(self) -> int:
+        """Entries along the unit axis (``n_units * group_size``)."""
+        return self.n_units * self.spec.group_size
+
+    def labels(self) -> list[str]:
+        """One label per unit, ``"<label or path>:<index>"``."""
+        prefix = self.spec.label or self.spec.path
+        return [f"{prefix}:{i}" for i in range(self.n_units)]
+
+
+@dataclass
+class LayerInfo:
+    """One row of a layer catalogue (see :func:`list_layers`)."""
+
+    path: str
+    module_type: str
+    output_shape: tuple[int, ...]
+    unit_kind: str
+    n_units: int
+    axis: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_spec(self) -> UnitSpec:
+        """The :class:`UnitSpec` that lesions this layer's units (experts are skipped, not zeroed)."""
+        return UnitSpec(
+            path=self.path,
+            axis=self.axis,
+            kind=self.unit_kind,
+            lesion="skip" if self.unit_kind == "expert" else None,
+        )
+
+
+def resolve_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at ``path``; a ValueError naming close matches when there is none."""
+    modules = dict(model.named_modules())
+    if path in modules and path != "":
+        return modules[path]
+    names = [name for name in modules if name]
+    close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
+    raise ValueError(
+        f"the model has no layer {path!r}.{hint} Layers are named as in model.named_modules(): {shown}. "
+        "msa_core.list_layers(model, inputs) lists them with their unit counts."
+    )
+
+
+def _as_spec(unit: str | UnitSpec) -> UnitSpec:
+    if isinstance(unit, UnitSpec):
+        return unit
+    if isinstance(unit, str):
+        return UnitSpec(path=unit)
+    raise TypeError(f"a unit must be a module path (str) or a UnitSpec; got {type(unit).__name__}")
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    if hasattr(value, "last_hidden_state") or hasattr(value, "logits"):
+        return getattr(value, "logits", None) if getattr(value, "logits", None) is not None else value.last_hidden_state
+    return None
+
+
+def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tensor
+    if isinstance(value, tuple):
+        return (tensor, *value[1:])
+    if isinstance(value, list):
+        return [tensor, *value[1:]]
+    raise TypeError(f"cannot lesion an activation of type {type(value).__name__}")
+
+
+def _default_axis(module: nn.Module, activation: torch.Tensor) -> int:
+    if isinstance(module, _CHANNEL_MODULES) or activation.ndim == 4:
+        return 1
+    return activation.ndim - 1
+
+
+def forward(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` on inputs given as a tensor, a tuple of positional tensors, or a dict of kwargs."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def repeat_rows(inputs: Any, times: int) -> Any:
+    """Inputs repeated ``times`` along the batch axis (coalition-major), for tensors, tuples or dicts."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.repeat(times, *([1] * (inputs.ndim - 1)))
+    if isinstance(inputs, dict):
+        return {key: repeat_rows(value, times) for key, value in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(repeat_rows(value, times) for value in inputs)
+    return inputs
+
+
+def resolve_units(
+    model: nn.Module,
+    units: str | UnitSpec | Sequence[str | UnitSpec],
+    inputs: Any,
+    *,
+    lesion: str | LesionFn = "zero",
+) -> tuple[list[ResolvedUnits], Any]:
+    """Bind unit specifications to ``model`` by running it once on ``inputs``.
+
+    Returns the resolved units (in player order) and the intact model output. For ``lesion="mean"``
+    the replacement is each unit's mean activation over the inputs (per position: the mean over the
+    batch axis only, so a channel keeps its mean spatial map and a token position its mean vector).
+    """
+    specs = [_as_spec(units)] if isinstance(units, (str, UnitSpec)) else [_as_spec(u) for u in units]
+    if not specs:
+        raise ValueError("no units given: name at least one layer path")
+    if len({(s.path, s.site) for s in specs}) != len(specs):
+        raise ValueError("the same layer is named twice in units")
+    modules = [resolve_module(model, spec.path) for spec in specs]
+    recorded: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def recorder(index: int, site: str):
+        def hook(module, args, output=None):
+            value = args[0] if site == "input" and args else output
+            tensor = _first_tensor(value)
+            if tensor is not None:
+                recorded[index] = tensor.detach()
+
+        return hook
+
+    try:
+        for index, (spec, module) in enumerate(zip(specs, modules)):
+            if spec.site == "input":
+                handles.append(module.register_forward_pre_hook(recorder(index, "input")))
+            elif spec.site == "output":
+                handles.append(module.register_forward_hook(recorder(index, "output")))
+            else:
+                raise ValueError(f"site must be 'output' or 'input'; got {spec.site!r}")
+        with torch.no_grad():
+            output = forward(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    resolved = []
+    for index, (spec, module) in enumerate(zip(specs, modules)):
+        if index not in recorded:
+            raise ValueError(
+                f"layer {spec.path!r} did not run (or produced no tensor) in the forward pass on these "
+                "inputs, so it has no units to lesion"
+            )
+        activation = recorded[index]
+        if activation.ndim < 2:
+            raise ValueError(f"layer {spec.path!r} produced a tensor of shape {tuple(activation.shape)}: no unit axis")
+        axis = spec.axis if spec.axis is not None else _default_axis(module, activation)
+        axis = axis % activation.ndim
+        if axis == 0:
+            raise ValueError(f"axis 0 of layer {spec.path!r} is the batch axis; units must lie on another axis")
+        width = activation.shape[axis]
+        if spec.group_size < 1 or width % spec.group_size:
+            raise ValueError(
+                f"layer {spec.path!r} has {width} entries on axis {axis}, not a multiple of group_size={spec.group_size}"
+            )
+        n_units = width // spec.group_size
+        if n_units == 0:
+            raise ValueError(f"layer {spec.path!r} has no units on axis {axis} (shape {tuple(activation.shape)})")
+        kind = spec.kind or ("channel" if axis == 1 and activation.ndim >= 3 else "neuron")
+        unit_lesion = spec.lesion or lesion
+        if isinstance(unit_lesion, str) and unit_lesion not in _LESIONS:
+            raise ValueError(f"lesion must be one of {_LESIONS} or a callable; got {unit_lesion!r}")
+        if not isinstance(unit_lesion, str) and not callable(unit_lesion):
+            raise TypeError(f"lesion must be one of {_LESIONS} or a callable; got {type(unit_lesion).__name__}")
+        replacement = None
+        if unit_lesion == "zero":
+            replacement = torch.zeros((), dtype=activation.dtype, device=activation.device)
+        elif unit_lesion == "skip":
+            replacement = torch.full((), float("-inf"), dtype=activation.dtype, device=activation.device)
+        elif unit_lesion == "mean":
+            replacement = activation.mean(0, keepdim=True)
+        resolved.append(
+            ResolvedUnits(
+                spec=spec,
+                module=module,
+                axis=axis,
+                n_units=n_units,
+                activation_shape=tuple(activation.shape),
+                kind=kind,
+                lesion=unit_lesion,
+                replacement=replacement,
+            )
+        )
+    return resolved, output
+
+
+def _row_mask(unit_mask: torch.Tensor, units: ResolvedUnits, rows_per_coalition: int, ndim: int, device) -> torch.Tensor:
+    """``(n_coalitions, n_units)`` bool -> mask broadcastable to the activation of all rows."""
+    mask = unit_mask.to(device)
+    if units.spec.group_size > 1:
+        mask = mask.repeat_interleave(units.spec.group_size, dim=1)
+    if rows_per_coalition > 1:
+        mask = mask.repeat_interleave(rows_per_coalition, dim=0)
+    shape = [mask.shape[0]] + [1] * (ndim - 1)
+    shape[units.axis] = units.width
+    return mask.reshape(shape)
+
+
+def apply_lesion(activation: torch.Tensor, row_mask: torch.Tensor, units: ResolvedUnits) -> torch.Tensor:
+    """The activation with lesioned entries replaced (``torch.where``: safe with -inf replacements)."""
+    if callable(units.lesion):
+        replacement = units.lesion(activation)
+    else:
+        replacement = units.replacement.to(activation.device, activation.dtype)
+    return torch.where(row_mask, activation, replacement)
+
+
+@contextmanager
+def lesion_hooks(
+    resolved: Sequence[ResolvedUnits],
+    masks: Sequence[torch.Tensor],
+    rows_per_coalition: int,
+) -> Iterator[None]:
+    """Hooks that lesion every resolved module for a batch of coalitions, removed on exit.
+
+    Args:
+        resolved: the resolved units, one entry per module.
+        masks: one bool tensor ``(n_coalitions, n_units)`` per entry of ``resolved`` (True = intact).
+        rows_per_coalition: rows of the forward batch that belong to one coalition (the inputs).
+    """
+    handles = []
+
+    def output_hook(units: ResolvedUnits, unit_mask: torch.Tensor):
+        def hook(module, args, output):
+            activation = _first_tensor(output)
+            mask = _row_mask(unit_mask, units, rows_per_coalition, activation.ndim, activation.device)
+            _check_rows(mask, activation, units)
+            return _replace_first(output, apply_lesion(activation, mask, units))
+
+        return hook
+
+    def input_hook(units: ResolvedUnits, unit_mask: torch.Tensor):
+        def hook(module, args):
+            activation = args[0]
+            mask = _row_mask(unit_mask, units, rows_per_coalition, activation.ndim, activation.device)
+            _check_rows(mask, activation, units)
+            return (apply_lesion(activation, mask, units), *args[1:])
+
+        return hook
+
+    try:
+        for units, unit_mask in zip(resolved, masks):
+            if units.spec.site == "input":
+                handles.append(units.module.register_forward_pre_hook(input_hook(units, unit_mask)))
+            else:
+                handles.append(units.module.register_forward_hook(output_hook(units, unit_mask)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _check_rows(mask: torch.Tensor, activation: torch.Tensor, units: ResolvedUnits) -> None:
+    if mask.shape[0] != activation.shape[0]:
+        raise RuntimeError(
+            f"layer {units.spec.path!r} saw {activation.shape[0]} rows where {mask.shape[0]} were expected: "
+            "the model must keep the batch axis first and not reorder rows"
+        )
+
+
+def list_layers(model: nn.Module, example_inputs: Any) -> list[LayerInfo]:
+    """Every submodule that outputs a tensor, with its output shape, unit kind and unit count.
+
+    Runs one forward pass on ``example_inputs`` (a tensor, tuple or dict) with recording hooks that are
+    removed afterwards. Unit kind: "channel" (axis 1) for convolutional/batch-norm modules and 4-D
+    outputs, "expert" for router/gate linears (``*.router``, ``*.gate``) with few outputs, otherwise
+    "neuron" (last axis).
+
+    Returns:
+        A list of :class:`LayerInfo` in forward order.
+    """
+    shapes: dict[str, torch.Tensor] = {}
+    order: list[str] = []
+    handles = []
+
+    def recorder(name: str):
+        def hook(module, args, output):
+            tensor = _first_tensor(output)
+            if tensor is not None and name not in shapes:
+                shapes[name] = tensor.detach()
+                order.append(name)
+
+        return hook
+
+    modules = dict(model.named_modules())
+    try:
+        for name, module in modules.items():
+            if name:
+                handles.append(module.register_forward_hook(recorder(name)))
+        with torch.no_grad():
+            forward(model, example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = []
+    for name in order:
+        module, activation = modules[name], shapes[name]
+        if activation.ndim < 2:
+            continue
+        axis = _default_axis(module, activation)
+        kind = "channel" if axis == 1 and activation.ndim >= 3 else "neuron"
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, nn.Linear) and leaf in ("router", "gate") and module.out_features <= 256:
+            kind = "expert"
+        layers.append(
+            LayerInfo(
+                path=name,
+                module_type=type(module).__name__,
+                output_shape=tuple(activation.shape),
+                unit_kind=kind,
+                n_units=int(activation.shape[axis]),
+                axis=axis,
+            )
+        )
+    return layers
