@@ -7,6 +7,7 @@ matrices), estimate its Shapley modes with ``shapley_modes``, and keep the ``Sha
 from .estimators import MAX_EXACT_PLAYERS, METHODS, RunCancelled, SamplingState, shapley_modes
 from .games import LesionGame, lesion_game
 from .lesion import LayerInfo, UnitSpec, lesion_hooks, list_layers
+from .models import ModelLoadError, Subject, list_builtins, load_subject
 from .objectives import (
     Objective,
     class_probability,
@@ -21,6 +22,10 @@ __version__ = "0.1.0"
 __all__ = [
     "shapley_modes",
     "lesion_game",
+    "load_subject",
+    "list_builtins",
+    "Subject",
+    "ModelLoadError",
     "list_layers",
     "lesion_hooks",
     "LesionGame",

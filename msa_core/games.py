@@ -60,6 +60,12 @@ def _n_rows(inputs: Any) -> int:
     raise TypeError(f"inputs must be a tensor, a tuple of tensors or a dict of tensors; got {type(inputs).__name__}")
 
 
+def _children_slice(model: nn.Sequential, start: int, stop: int | None = None) -> nn.Sequential:
+    """A plain ``nn.Sequential`` of children ``[start:stop]`` (slicing a Sequential subclass would call
+    the subclass's own constructor, which may take other arguments)."""
+    return nn.Sequential(*list(model.children())[start:stop])
+
+
 def _output_tensor(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
@@ -148,11 +154,11 @@ class LesionGame:
         if any(r.spec.site == "input" and r.spec.path == children[first][0] for r in self.resolved):
             return  # an input-site hook on the cut module needs the module's own call
         with torch.no_grad():
-            self._trunk = forward(self.model[:first], self.inputs) if first > 0 else self.inputs
+            self._trunk = forward(_children_slice(self.model, 0, first), self.inputs) if first > 0 else self.inputs
         if not isinstance(self._trunk, torch.Tensor):
             self._trunk = self.inputs
             return
-        self._suffix = self.model[first:]
+        self._suffix = _children_slice(self.model, first)
         self.path = "cut"
         only = self.resolved[0]
         if (
@@ -169,9 +175,9 @@ class LesionGame:
 
     def _setup_linear_chain(self, first: int) -> None:
         units = self.resolved[0]
-        linear: nn.Linear = self.model[first + 1]
+        linear: nn.Linear = list(self.model.children())[first + 1]
         with torch.no_grad():
-            hidden = self.model[first](self._trunk)  # (n_inputs, n_units)
+            hidden = list(self.model.children())[first](self._trunk)  # (n_inputs, n_units)
             replacement = units.replacement.to(hidden.dtype).expand_as(hidden)
             weight = linear.weight.to(hidden.dtype)  # (out, n_units)
             base = replacement @ weight.T
@@ -180,7 +186,7 @@ class LesionGame:
             # contributions[i] = W[:, i] * (h_i - r_i): (n_units, n_inputs, out)
             self._contributions = ((hidden - replacement).T.unsqueeze(2) * weight.T.unsqueeze(1)).contiguous()
             self._base = base.contiguous()  # (n_inputs, out)
-        self._rest = self.model[first + 2 :]
+        self._rest = _children_slice(self.model, first + 2)
         self._linear_out = linear.out_features
         self._chain_row_elements = self.n_inputs * self._linear_out * 2
         self.path = "linear-chain"

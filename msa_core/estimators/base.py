@@ -247,8 +247,8 @@ class SamplingEstimator(Estimator):
     A subclass says how many units a budget buys (:meth:`n_units`), how many evaluations a unit costs
     (:meth:`evaluations_per_unit`) and computes the samples of a range of units
     (:meth:`unit_samples`): a tensor ``(k, n_players, *output_shape)`` whose mean over ``k`` is an
-    unbiased estimate of the Shapley modes, and each of whose rows sums over players to
-    ``v(N) - v(empty)`` (so efficiency holds on every run).
+    unbiased estimate of the Shapley modes. Where single samples do not sum over players to
+    ``v(N) - v(empty)``, :meth:`result_from_state` must restore efficiency (see the Owen estimator).
     """
 
     def n_units(self, n_players: int, n_permutations: int) -> int:

@@ -16,9 +16,14 @@ with ``n + 1`` evaluations (``v(B)`` and ``v(B xor {i})`` for each ``i``): units
 Why it beats plain permutation sampling on neural-network games: a unit's marginal contribution
 depends mostly on how many units are intact. Permutation sampling puts each unit at a uniformly random
 position, so that between-size variance stays in the estimate; here every unit is sampled once per
-size stratum per sample unit, which removes most of it. Each unit's samples are finally projected onto
-the efficiency hyperplane (``y += (v(N) - v(empty) - sum_j y_j) / n``): the projection has zero mean,
-so the estimator stays unbiased, it never increases the error norm, and efficiency holds exactly.
+size stratum per sample unit, which removes most of it.
+
+Single Owen samples do not sum to ``v(N) - v(empty)``, so the final estimate is projected onto the
+efficiency hyperplane, distributing the gap in proportion to each estimate's variance (the
+minimum-variance linear correction; Williamson & Feng 2020, Covert & Lee 2021). A unit whose marginals
+are always zero (a null player) has zero variance and keeps exactly 0; the gap shrinks as 1/sqrt(m),
+so the estimator is consistent, with an O(1/m) bias from the estimated variances. Because the weights
+depend on the samples, the projection is not linear in the game (unlike the other samplers).
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ class OwenEstimator(SamplingEstimator):
         sign = torch.where(bases, 1.0, -1.0).to(values.dtype).to(values.device)
         sign = sign.view(k, q, n, *([1] * empty.ndim))
         marginals = (base_values - flipped_values) * sign  # in B: v(B) - v(B-i); out: v(B+i) - v(B)
-        samples = marginals.mean(1)  # (k, n, *out): one stratified estimate per unit
-        gap = (intact - empty).unsqueeze(0) - samples.sum(1)
-        return samples + gap.unsqueeze(1) / n
+        return marginals.mean(1)  # (k, n, *out): one stratified estimate per sample unit
+
+    def result_from_state(self, state, *, seed, elapsed_s):
+        result = super().result_from_state(state, seed=seed, elapsed_s=elapsed_s)
+        variance = result.stderr**2  # (n, *out): variance of each player's mean
+        gap = (state.intact - state.empty) - result.values.sum(0)
+        total_variance = variance.sum(0)
+        uniform = torch.full_like(variance, 1.0 / variance.shape[0])
+        weights = torch.where(total_variance > 0, variance / total_variance.clamp_min(1e-300), uniform)
+        result.values = result.values + weights * gap
+        # variance of the projected estimate with a diagonal covariance: var_i - var_i^2 / sum_j var_j
+        projected = variance - variance**2 / total_variance.clamp_min(1e-300)
+        result.stderr = torch.sqrt(projected.clamp_min(0))
+        return result
