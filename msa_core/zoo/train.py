@@ -390,19 +390,23 @@ def train_moe_lm(name: str = "moe-lm") -> dict:
     return scores
 
 
-MOE_EPOCHS = 20
+MOE_EPOCHS = 12
 
 
 @torch.no_grad()
-def routing_profile(model: MoELM, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def routing_profile(model: MoELM, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
     """Mean gate weight per (layer, expert) over each word's real positions: (n_words, n_layers * n_experts)."""
-    model(tokens)
-    feats = []
-    mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).float()  # (n, T)
-    for block in model.blocks:
-        g = block.moe.last_gates  # (n, T, E)
-        feats.append((g * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
-    return torch.cat(feats, dim=1)
+    rows = []
+    for s in range(0, tokens.shape[0], batch_size):
+        tok, ln = tokens[s : s + batch_size], lengths[s : s + batch_size]
+        model(tok)
+        mask = (torch.arange(tok.shape[1])[None, :] < ln[:, None]).float()  # (n, T)
+        feats = []
+        for block in model.blocks:
+            g = block.moe.last_gates  # (n, T, E)
+            feats.append((g * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+        rows.append(torch.cat(feats, dim=1))
+    return torch.cat(rows)
 
 
 @torch.no_grad()
@@ -425,7 +429,28 @@ def evaluate_lm(model: MoELM, he_tok, he_len, he_lang, languages, tr_tok, tr_lan
     # per-word mean gate vector; chance is 1 / n_languages.
     cent = torch.stack([f_tr[tr_lang == li].mean(0) for li in range(len(languages))])
     pred = torch.cdist(f_he, cent).argmin(1)
+    # Single-expert lesions (router logit -> -inf, the same mechanism MSA uses):
+    # change of mean held-out log-likelihood per word, per language.
+    lesion = {}
+    modules = dict(model.named_modules())
+    for path in model.router_paths():
+        rows = []
+        for e in range(model.config["n_experts"]):
+            def kill(mod, inp, out, e=e):
+                out = out.clone()
+                out[..., e] = float("-inf")
+                return out
+
+            hook = modules[path].register_forward_hook(kill)
+            try:
+                ll_les = score_words(model, he_tok, he_len)
+            finally:
+                hook.remove()
+            rows.append([round((ll_les - ll)[he_lang == li].mean().item(), 3) for li in range(len(languages))])
+        lesion[path] = rows
     return {
+        "single_expert_lesion_delta_loglik_per_word": lesion,
+        "single_expert_lesion_layout": "router path -> [expert][language] (languages in eval-npz order)",
         "heldout_mean_loglik_per_word": round(ll.mean().item(), 4),
         "heldout_mean_loglik_per_token": round((ll.sum() / (he_len - 1).sum()).item(), 4),
         "per_language": per_lang,
