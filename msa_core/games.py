@@ -9,8 +9,8 @@ Three evaluation paths, chosen automatically; they give the same values:
 3. **Linear chain** (``nn.Sequential`` whose lesioned child is followed by ``nn.Linear``): the linear
    layer's output is ``base + sum_{i in S} C_i`` with ``C_i = W[:, i] (h_i - r_i)``. A coalition is one
    small matrix product, and along a join order the prefix sums make each join O(1) in the layer width
-   (``evaluate_permutations``). With an additive objective, inputs are streamed in tiles so the work
-   stays in cache.
+   (``evaluate_permutations``). Per-class accuracy on this path runs in a fused compiled kernel
+   (:mod:`msa_core.kernels`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ __all__ = ["LesionGame", "lesion_game"]
 
 # Elements of activations per forward call when no batch size is given (bounds memory use).
 _ELEMENTS_PER_CALL = 2**23
-# Elements of chain states per tile on the linear-chain path (about the size of a cache).
-_CHAIN_TILE_ELEMENTS = 2**17
+# Elements of chain states per block on the linear-chain path (about the size of a cache).
+_CHAIN_TILE_ELEMENTS = 2**18
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:
@@ -248,39 +248,54 @@ class LesionGame:
         """Values along join orders: ``(m, n_players + 1, *output_shape)``; see :class:`~msa_core.types.ChainGame`.
 
         Bound as ``evaluate_permutations`` only on the linear-chain path, so estimators that probe for
-        it fall back to coalition matrices elsewhere.
+        it fall back to coalition matrices elsewhere. Per-class accuracy of a linear read-out runs in
+        the fused kernel of :mod:`msa_core.kernels` when numba is available.
         """
         permutations = permutations.to(self.device)
+        if self._fused_top1():
+            return self._chain_values_fused(permutations)
         m, n = permutations.shape
-        contributions = self._contributions
+        contributions = self._contributions  # (n_units, n_inputs, out)
         _, n_inputs, out = contributions.shape
-        additive = self.objective.additive
-        tile = n_inputs
-        perms_per_block = max(1, _ELEMENTS_PER_CALL // ((n + 1) * n_inputs * out))
-        if additive:
-            # stream inputs in tiles so each (perms x steps x tile) block stays in cache
-            tile = max(1, min(n_inputs, _CHAIN_TILE_ELEMENTS // ((n + 1) * out)))
-            perms_per_block = max(1, _CHAIN_TILE_ELEMENTS // ((n + 1) * tile * out))
+        # a block of orders advances one join per step; the state stays small enough for the cache
+        perms_per_block = max(1, _CHAIN_TILE_ELEMENTS // (n_inputs * out))
         results = []
         with torch.no_grad():
             for p0 in range(0, m, perms_per_block):
                 block = permutations[p0 : p0 + perms_per_block]
                 k = block.shape[0]
-                total = None
-                for t0 in range(0, n_inputs, tile):
-                    index = slice(t0, min(n_inputs, t0 + tile))
-                    width = index.stop - index.start
-                    states = torch.empty((k, n + 1, width, out), dtype=contributions.dtype, device=self.device)
-                    states[:, 0] = self._base[index]
-                    torch.cumsum(contributions[:, index][block], dim=1, out=states[:, 1:])
-                    states[:, 1:] += self._base[index]
-                    values = self._finish_states(states.reshape(k * (n + 1), width, out), index)
-                    if not additive:
-                        total = values
-                        break
-                    total = values if total is None else total + values
-                results.append(total.reshape(k, n + 1, *total.shape[1:]))
+                states = self._base.expand(k, n_inputs, out).clone()
+                first = self._finish_states(states)
+                values = torch.empty((k, n + 1, *first.shape[1:]), dtype=first.dtype, device=first.device)
+                values[:, 0] = first
+                for j in range(n):
+                    states += contributions[block[:, j]]
+                    values[:, j + 1] = self._finish_states(states)
+                results.append(values)
         return torch.cat(results)
+
+    def _fused_top1(self) -> bool:
+        from .kernels import numba_available
+        from .objectives import PerClassAccuracy
+
+        return (
+            isinstance(self.objective, PerClassAccuracy)
+            and not len(self._rest)
+            and self.device.type == "cpu"
+            and self._linear_out == self.objective.n_classes
+            and numba_available()
+        )
+
+    def _chain_values_fused(self, permutations: torch.Tensor) -> torch.Tensor:
+        from .kernels import accuracy_along_orders
+
+        if getattr(self, "_contributions_by_input", None) is None:
+            self._contributions_by_input = self._contributions.permute(1, 0, 2).contiguous()
+        objective = self.objective
+        label_weights = objective.weights[torch.arange(self.n_inputs), objective.labels]
+        return accuracy_along_orders(
+            self._contributions_by_input, self._base, objective.labels, label_weights, objective.n_classes, permutations
+        )
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{r.spec.path}[{r.n_units} {r.kind}s]" for r in self.resolved)

@@ -85,8 +85,14 @@ class OwenEstimator(SamplingEstimator):
         variance = result.stderr**2  # (n, *out): variance of each player's mean
         gap = (state.intact - state.empty) - result.values.sum(0)
         total_variance = variance.sum(0)
-        uniform = torch.full_like(variance, 1.0 / variance.shape[0])
-        weights = torch.where(total_variance > 0, variance / total_variance.clamp_min(1e-300), uniform)
+        # without any variance the gap is rounding only: spread it over the non-null units
+        magnitude = result.values.abs()
+        fallback = torch.where(
+            magnitude.sum(0) > 0,
+            magnitude / magnitude.sum(0).clamp_min(1e-300),
+            torch.full_like(variance, 1.0 / variance.shape[0]),
+        )
+        weights = torch.where(total_variance > 0, variance / total_variance.clamp_min(1e-300), fallback)
         result.values = result.values + weights * gap
         # variance of the projected estimate with a diagonal covariance: var_i - var_i^2 / sum_j var_j
         projected = variance - variance**2 / total_variance.clamp_min(1e-300)
