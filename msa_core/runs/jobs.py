@@ -1,0 +1,256 @@
+"""Background jobs: runs computed on worker threads, with progress, ETA, cancel and de-duplication.
+
+A :class:`JobRunner` is a process-level object (the app keeps one with ``st.cache_resource``, so it
+survives page reloads and serves every browser session). ``submit(spec)`` resolves the spec to its run
+key at once: a run already in the store gives a job that is done immediately, and a run that is
+already queued or running gives back the same job id, so the same run asked twice is computed once.
+Computation happens on a thread pool (torch releases the GIL during tensor work). This module never
+imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..estimators import RunCancelled
+from .execute import execute, plan
+from .spec import ResolvedRun, RunSpec, resolve
+from .store import RunStore
+
+__all__ = ["JobRunner", "JobStatus"]
+
+_RATE_WINDOW_S = 10.0
+
+
+@dataclass
+class JobStatus:
+    """A job's state at one moment.
+
+    Attributes:
+        state: "queued", "running", "done", "failed" or "cancelled".
+        done, total: game evaluations done and planned (a resumed run starts from its checkpoint).
+        evals_per_s: recent evaluation rate (over the last ~10 s of this session), 0 before any.
+        eta_s: estimated seconds left (None while unknown).
+        error: one-line error message when failed.
+        run_id: the run key (known from submit on).
+        job_id, spec, label, submitted, started, finished, cached: extra details.
+    """
+
+    state: str
+    done: int = 0
+    total: int = 0
+    evals_per_s: float = 0.0
+    eta_s: float | None = None
+    error: str | None = None
+    run_id: str | None = None
+    job_id: str = ""
+    spec: RunSpec | None = None
+    label: str = ""
+    submitted: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    cached: bool = False
+
+    @property
+    def fraction(self) -> float:
+        """Progress in [0, 1]."""
+        if self.state == "done":
+            return 1.0
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+
+@dataclass
+class _Job:
+    job_id: str
+    spec: RunSpec
+    key: str
+    refresh: bool
+    submitted: float
+    state: str = "queued"
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    cached: bool = False
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    samples: deque = field(default_factory=lambda: deque(maxlen=256))
+    future: Future | None = None
+
+
+class JobRunner:
+    """Runs :class:`RunSpec` s in the background on a thread pool; see the module docstring.
+
+    Args:
+        store: the run store (default ``RunStore()``).
+        max_workers: runs computed at once (default 1: one run uses all cores; others queue).
+        backend, address: passed to :func:`~msa_core.runs.execute` ("local" or "ray").
+        checkpoint_interval: seconds between checkpoints (None: the default, 2 s).
+    """
+
+    def __init__(
+        self,
+        store: RunStore | None = None,
+        *,
+        max_workers: int = 1,
+        backend: str = "local",
+        address: str | None = None,
+        checkpoint_interval: float | None = None,
+    ) -> None:
+        self.store = store if store is not None else RunStore()
+        self.backend = backend
+        self.address = address
+        self.checkpoint_interval = checkpoint_interval
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="msa-job")
+        self._lock = threading.RLock()
+        self._jobs: dict[str, _Job] = {}
+        self._active: dict[str, str] = {}  # run key -> job id while queued or running
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ submit
+    def submit(self, spec: RunSpec, *, refresh: bool = False) -> str:
+        """Start ``spec`` in the background and return its job id.
+
+        Resolves the spec now (loads the subject, computes the run key), so a bad spec raises here
+        (ValueError with one clear message). The same run already queued or running returns that
+        job's id; a run already stored returns a job that is done at once (unless ``refresh``).
+        """
+        resolved = resolve(spec)
+        with self._lock:
+            existing = self._active.get(resolved.key)
+            if existing is not None:
+                return existing
+            job = _Job(job_id=f"job-{next(self._ids)}-{resolved.key[:8]}", spec=resolved.spec,
+                       key=resolved.key, refresh=refresh, submitted=time.time())
+            self._jobs[job.job_id] = job
+            if not refresh:
+                found = self.store.get_exact(resolved.key)
+                if found is not None:
+                    n = int(found.params.get("n_evaluations", 0))
+                    job.state, job.done, job.total, job.cached = "done", n, n, True
+                    job.started = job.finished = time.time()
+                    return job.job_id
+            self._active[resolved.key] = job.job_id
+            job.future = self._pool.submit(self._run, job, resolved)
+            return job.job_id
+
+    def _run(self, job: _Job, resolved: ResolvedRun) -> None:
+        with self._lock:
+            if job.cancel_event.is_set():
+                job.state, job.finished = "cancelled", time.time()
+                self._active.pop(job.key, None)
+                return
+            job.state, job.started = "running", time.time()
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            job.done, job.total = int(done), int(total)
+            job.samples.append((now, int(done)))
+
+        try:
+            record = execute(
+                job.spec, self.store, progress=progress, cancel=job.cancel_event, refresh=job.refresh,
+                backend=self.backend, address=self.address, checkpoint_interval=self.checkpoint_interval,
+                resolved=resolved,
+            )
+            with self._lock:
+                job.state = "done"
+                job.cached = bool(record.params.get("cached"))
+                n = int(record.result.n_evaluations)
+                job.done = n
+                job.total = max(job.total, n)
+        except RunCancelled:
+            with self._lock:
+                job.state = "cancelled"
+        except Exception as error:  # reported in the status, never raised into the app
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            with self._lock:
+                job.state = "failed"
+                job.error = f"{type(error).__name__}: {message}" if message else type(error).__name__
+        finally:
+            with self._lock:
+                job.finished = time.time()
+                if self._active.get(job.key) == job.job_id:
+                    del self._active[job.key]
+
+    # ------------------------------------------------------------------ queries
+    def status(self, job_id: str) -> JobStatus:
+        """The job's current :class:`JobStatus`; KeyError for an unknown job id."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise KeyError(f"no job {job_id!r}")
+            rate = self._rate(job)
+            eta = None
+            if job.state == "done":
+                eta = 0.0
+            elif rate > 0 and job.total:
+                eta = max(0.0, (job.total - job.done) / rate)
+            return JobStatus(
+                state=job.state, done=job.done, total=job.total, evals_per_s=rate, eta_s=eta, error=job.error,
+                run_id=job.key, job_id=job.job_id, spec=job.spec, label=job.spec.label, submitted=job.submitted,
+                started=job.started, finished=job.finished, cached=job.cached,
+            )
+
+    @staticmethod
+    def _rate(job: _Job) -> float:
+        if job.state != "running" or len(job.samples) < 2:
+            if job.state == "done" and job.started and job.finished and job.finished > job.started and not job.cached:
+                return job.done / (job.finished - job.started)
+            return 0.0
+        now_t, now_done = job.samples[-1]
+        for t, done in job.samples:  # oldest sample within the window
+            if now_t - t <= _RATE_WINDOW_S:
+                break
+        if now_t <= t:
+            return 0.0
+        return (now_done - done) / (now_t - t)
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a job to stop (its checkpoint is kept: submitting it again resumes). True if it was active."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state not in ("queued", "running"):
+                return False
+            job.cancel_event.set()
+            if job.state == "queued" and job.future is not None and job.future.cancel():
+                job.state, job.finished = "cancelled", time.time()
+                self._active.pop(job.key, None)
+            return True
+
+    def jobs(self) -> list[JobStatus]:
+        """Every job's status, oldest first."""
+        with self._lock:
+            ids = list(self._jobs)
+        return [self.status(job_id) for job_id in ids]
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
+        """Block until the job is finished (or ``timeout`` seconds passed); returns its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(job_id)
+            if not status.active or (deadline is not None and time.monotonic() >= deadline):
+                return status
+            time.sleep(0.05)
+
+    def plan(self, spec: RunSpec) -> dict[str, Any]:
+        """Evaluations a run would cost (see :func:`msa_core.runs.execute.plan`)."""
+        return plan(spec)
+
+    def shutdown(self, cancel: bool = True) -> None:
+        """Cancel active jobs (if asked) and stop the pool."""
+        if cancel:
+            for status in self.jobs():
+                if status.active:
+                    self.cancel(status.job_id)
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,358 @@
+"""The run store: finished runs and checkpoints in a diskcache directory, content-addressed by run key.
+
+Layout (all values are plain ``str`` or ``bytes``; no pickled Python objects):
+
+* ``meta/<id>``: JSON summary of a run (spec, params, label, timings): cheap to list;
+* ``run/<id>``: bytes of an ``.npz`` holding ``ShapleyResult.to_arrays()`` plus ``record_json``;
+* ``ckpt/<id>``: bytes of an ``.npz`` holding the sampling state of an unfinished run.
+
+The directory is ``root`` if given, else ``$MSA_HOME`` (read at call time), else the user cache
+directory (``$XDG_CACHE_HOME/msa-explorer``, ``~/.cache/msa-explorer``; ``~/Library/Caches`` on macOS,
+``%LOCALAPPDATA%`` on Windows). The app and the CLI therefore share one store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..result import ShapleyResult
+from .spec import RunSpec
+
+__all__ = ["RunStore", "RunRecord", "default_root", "RunNotFound"]
+
+_EXPORT_SUFFIXES = (".npz", ".csv", ".parquet")
+
+
+class RunNotFound(KeyError):
+    """No stored run matches an id (or an id prefix matches several)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else "run not found"
+
+
+def default_root() -> Path:
+    """``$MSA_HOME`` if set (read now), else the per-user cache directory for msa-explorer."""
+    env = os.environ.get("MSA_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "msa-explorer"
+
+
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _npz_load(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+class RunRecord:
+    """One stored run.
+
+    Attributes:
+        id: the run key (64 hex characters).
+        spec: the :class:`RunSpec` that produced it.
+        result: the :class:`~msa_core.result.ShapleyResult` (loaded lazily from the store).
+        created: when it was stored (``time.time()``).
+        elapsed_s: wall time of the computation (all sessions of a resumed run together).
+        label: a human label.
+        params: JSON-serialisable details: resolved units, objective, fingerprint, version,
+            n_players, output_shape, n_evaluations, backend, resume information, ...
+    """
+
+    def __init__(
+        self,
+        id: str,
+        spec: RunSpec,
+        result: ShapleyResult | None = None,
+        created: float = 0.0,
+        elapsed_s: float = 0.0,
+        label: str = "",
+        params: dict[str, Any] | None = None,
+        *,
+        loader: Callable[[], ShapleyResult] | None = None,
+    ) -> None:
+        self.id = id
+        self.spec = spec
+        self._result = result
+        self._loader = loader
+        self.created = float(created)
+        self.elapsed_s = float(elapsed_s)
+        self.label = label
+        self.params = dict(params or {})
+
+    @property
+    def result(self) -> ShapleyResult:
+        if self._result is None:
+            if self._loader is None:
+                raise RunNotFound(f"run {self.id[:12]} has no result")
+            self._result = self._loader()
+        return self._result
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the arrays, as plain JSON types."""
+        return {
+            "id": self.id,
+            "spec": self.spec.to_dict(),
+            "created": self.created,
+            "elapsed_s": self.elapsed_s,
+            "label": self.label,
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], **kwargs: Any) -> "RunRecord":
+        return cls(
+            id=data["id"],
+            spec=RunSpec.from_dict(data["spec"]),
+            created=data.get("created", 0.0),
+            elapsed_s=data.get("elapsed_s", 0.0),
+            label=data.get("label", ""),
+            params=data.get("params", {}),
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        p = self.params
+        return (
+            f"RunRecord({self.short_id} {self.spec.model} {p.get('units_text', '')} {self.spec.method} "
+            f"M={self.spec.n_permutations} seed={self.spec.seed}{' ' + repr(self.label) if self.label else ''})"
+        )
+
+
+class RunStore:
+    """Finished runs and checkpoints, content-addressed by run key, in a diskcache directory."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        import diskcache
+
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cache = diskcache.Cache(str(self.root / "runs"))
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    def close(self) -> None:
+        self.cache.close()
+
+    # ------------------------------------------------------------------ ids
+    def ids(self) -> list[str]:
+        """All stored run ids."""
+        return [k[5:] for k in list(self.cache.iterkeys()) if isinstance(k, str) and k.startswith("meta/")]
+
+    def resolve_id(self, run_id: str) -> str:
+        """The full id of a stored run from its id or a unique prefix (>= 4 characters)."""
+        run_id = (run_id or "").strip().lower()
+        if f"meta/{run_id}" in self.cache:
+            return run_id
+        if len(run_id) < 4:
+            raise RunNotFound(f"no run with id {run_id!r} (give at least 4 characters of the id)")
+        matches = [i for i in self.ids() if i.startswith(run_id)]
+        if not matches:
+            raise RunNotFound(f"no run with id {run_id!r}; see `msa runs list`")
+        if len(matches) > 1:
+            raise RunNotFound(f"id prefix {run_id!r} matches {len(matches)} runs; give more characters")
+        return matches[0]
+
+    # ------------------------------------------------------------------ runs
+    def get(self, run_id: str) -> RunRecord | None:
+        """The run with this id (or unique id prefix), or None."""
+        try:
+            run_id = self.resolve_id(run_id)
+        except RunNotFound:
+            return None
+        meta = self.cache.get(f"meta/{run_id}")
+        if meta is None:
+            return None
+        return RunRecord.from_json(json.loads(meta), loader=lambda: self._load_result(run_id))
+
+    def _load_result(self, run_id: str) -> ShapleyResult:
+        data = self.cache.get(f"run/{run_id}")
+        if data is None:
+            raise RunNotFound(f"run {run_id[:12]} was deleted")
+        return ShapleyResult.from_arrays(_npz_load(data))
+
+    def find(self, spec: RunSpec) -> RunRecord | None:
+        """The stored run for ``spec`` (same run key), or None. Loads the subject to fingerprint it."""
+        from .spec import run_key
+
+        return self.get_exact(run_key(spec))
+
+    def get_exact(self, run_id: str) -> RunRecord | None:
+        """The run with exactly this id, or None (no prefix matching)."""
+        meta = self.cache.get(f"meta/{run_id}")
+        if meta is None:
+            return None
+        return RunRecord.from_json(json.loads(meta), loader=lambda: self._load_result(run_id))
+
+    def list(self) -> list[RunRecord]:
+        """All runs, newest first (results are loaded on access)."""
+        records = [r for r in (self.get_exact(i) for i in self.ids()) if r is not None]
+        return sorted(records, key=lambda r: r.created, reverse=True)
+
+    def put(self, record: RunRecord) -> RunRecord:
+        """Store (or replace) a finished run."""
+        result = record.result
+        arrays = result.to_arrays()
+        arrays["record_json"] = np.asarray(json.dumps(record.to_json()))
+        self.cache.set(f"run/{record.id}", _npz_bytes(arrays))
+        self.cache.set(f"meta/{record.id}", json.dumps(record.to_json()))
+        return record
+
+    def relabel(self, run_id: str, label: str) -> RunRecord:
+        """Change a run's human label."""
+        record = self.get(run_id)
+        if record is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        record.label = label
+        self.cache.set(f"meta/{record.id}", json.dumps(record.to_json()))
+        return record
+
+    def delete(self, run_id: str) -> bool:
+        """Delete a run and its checkpoint; True if something was deleted."""
+        try:
+            run_id = self.resolve_id(run_id)
+        except RunNotFound:
+            deleted = self.cache.delete(f"ckpt/{run_id}")
+            return bool(deleted)
+        removed = [self.cache.delete(f"{prefix}/{run_id}") for prefix in ("meta", "run", "ckpt")]
+        return any(removed)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, run_id: str, state_dict: dict[str, Any], info: dict[str, Any] | None = None) -> None:
+        """Store a :meth:`SamplingState.state_dict` (as npz bytes) for run ``run_id``."""
+        acc = state_dict["accumulator"]
+        arrays: dict[str, Any] = {
+            "next_unit": np.asarray(state_dict["next_unit"], dtype=np.int64),
+            "n_evaluations": np.asarray(state_dict["n_evaluations"], dtype=np.int64),
+            "count": np.asarray(acc["count"], dtype=np.int64),
+            "info_json": np.asarray(json.dumps({**(info or {}), "saved": time.time()})),
+        }
+        for name, value in (("mean", acc["mean"]), ("m2", acc["m2"]),
+                            ("empty", state_dict["empty"]), ("intact", state_dict["intact"])):
+            if value is not None:
+                arrays[name] = np.asarray(value)
+        self.cache.set(f"ckpt/{run_id}", _npz_bytes(arrays))
+
+    def load_checkpoint(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(state_dict, info)`` of run ``run_id``'s checkpoint, or None."""
+        data = self.cache.get(f"ckpt/{run_id}")
+        if data is None:
+            return None
+        try:
+            arrays = _npz_load(data)
+        except (ValueError, OSError):
+            return None  # a corrupt checkpoint: start over rather than fail
+        state = {
+            "next_unit": int(arrays["next_unit"]),
+            "n_evaluations": int(arrays["n_evaluations"]),
+            "accumulator": {"count": int(arrays["count"]), "mean": arrays.get("mean"), "m2": arrays.get("m2")},
+            "empty": arrays.get("empty"),
+            "intact": arrays.get("intact"),
+        }
+        return state, json.loads(str(arrays["info_json"]))
+
+    def has_checkpoint(self, run_id: str) -> bool:
+        return f"ckpt/{run_id}" in self.cache
+
+    def delete_checkpoint(self, run_id: str) -> None:
+        self.cache.delete(f"ckpt/{run_id}")
+
+    def checkpoints(self) -> list[str]:
+        """Ids of unfinished runs with a checkpoint."""
+        return [k[5:] for k in list(self.cache.iterkeys()) if isinstance(k, str) and k.startswith("ckpt/")]
+
+    # ------------------------------------------------------------------ export / import
+    def export(self, run_id: str, path: str | Path) -> Path:
+        """Write a run to ``path``: ``.npz`` (the result's arrays + the record as JSON), ``.csv`` or
+        ``.parquet`` (a long table, one row per unit and output index). Written atomically."""
+        record = self.get(run_id)
+        if record is None:
+            raise RunNotFound(f"no run with id {run_id!r}; see `msa runs list`")
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in _EXPORT_SUFFIXES:
+            raise ValueError(f"cannot export to {path.name}: use a .npz, .csv or .parquet file name")
+        if not path.parent.exists():
+            raise ValueError(f"cannot export to {path}: folder {path.parent} does not exist")
+        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{suffix}")
+        try:
+            if suffix == ".npz":
+                arrays = record.result.to_arrays()
+                arrays["record_json"] = np.asarray(json.dumps(record.to_json()))
+                with open(tmp, "wb") as handle:
+                    np.savez_compressed(handle, **arrays)
+            else:
+                frame = record.result.to_frame()
+                frame.insert(0, "run_id", record.id)
+                if suffix == ".csv":
+                    frame.to_csv(tmp, index=False)
+                else:
+                    try:
+                        import pyarrow  # noqa: F401
+                    except ImportError:
+                        raise ValueError("parquet export needs pyarrow (pip install pyarrow); use .csv instead") from None
+                    frame.to_parquet(tmp, index=False)
+            tmp.replace(path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    def import_(self, path: str | Path) -> RunRecord:
+        """Import a run from an ``.npz`` written by :meth:`export` or by ``ShapleyResult.save``."""
+        import hashlib
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no file at {path}")
+        if path.suffix.lower() != ".npz":
+            raise ValueError(f"cannot import {path.name}: only .npz files (from `msa runs export` or ShapleyResult.save)")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            result = ShapleyResult.from_arrays(arrays)
+        except (ValueError, KeyError, OSError) as error:
+            raise ValueError(f"{path.name} is not a run or result file written by msa_core: {error}") from error
+        if "record_json" in arrays:
+            record = RunRecord.from_json(json.loads(str(arrays["record_json"])), result=result)
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            meta = result.metadata or {}
+            spec = RunSpec(
+                model=str(meta.get("model", f"imported:{path.name}")),
+                method=result.method if result.method in ("exact", "permutation", "antithetic", "owen") else "permutation",
+                n_permutations=max(1, int(result.n_samples or 1)),
+                seed=int(result.seed or 0),
+                label=path.stem,
+            )
+            record = RunRecord(
+                id=digest, spec=spec, result=result, created=time.time(), elapsed_s=result.elapsed_s,
+                label=path.stem, params={"imported_from": str(path), "n_players": result.n_players,
+                                          "output_shape": list(result.output_shape),
+                                          "n_evaluations": result.n_evaluations},
+            )
+        record.params["imported_from"] = str(path)
+        return self.put(record)

@@ -1,0 +1,165 @@
+"""The ``msa`` command line: models, layers, run (cached, --out, --no-cache), runs list/show/export/import/delete."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msa_core.cli import SUBCOMMANDS, main
+from msa_core.runs import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RECIPE = textwrap.dedent(
+    '''
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+        return {"model": model, "inputs": torch.randn(8, 6), "default_units": ["1"]}
+    '''
+)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path / "home"
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> str:
+    path = tmp_path / "cli_recipe.py"
+    path.write_text(RECIPE)
+    return f"{path}:make"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_models_lists_the_builtins(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    names = [line.split()[0] for line in out.strip().splitlines()]
+    assert "mlp-digits" in names and "dcgan-digits" in names
+    assert all(len(line.split(maxsplit=1)) == 2 for line in out.strip().splitlines())  # name + description
+
+
+def test_layers(capsys, model):
+    code, out, _ = run(capsys, "layers", model)
+    assert code == 0
+    assert out.splitlines()[0].split()[:4] == ["path", "units", "count", "output"]
+    row = next(line for line in out.splitlines() if line.startswith("1 *"))  # the default layer is starred
+    assert "12" in row.split() and "8x12" in row
+
+
+def test_run_prints_the_id_writes_out_and_is_cached(capsys, model, tmp_path, home):
+    out_file = tmp_path / "modes.npz"
+    code, out, err = run(capsys, "run", model, "--permutations", "10", "--seed", "3", "--out", str(out_file))
+    assert code == 0, err
+    run_id = out.strip()
+    assert len(run_id) == 64
+    with np.load(out_file, allow_pickle=False) as arrays:
+        for name in ("values", "stderr", "intact", "empty", "unit_labels", "n_evaluations"):
+            assert name in arrays.files
+        assert arrays["values"].shape == (12, 8, 3) and int(arrays["n_evaluations"]) == 2 + 10 * 11
+    record = RunStore(home).get(run_id)
+    assert record is not None and np.array_equal(record.result.values.numpy(), np.load(out_file)["values"])
+
+    code, out, err = run(capsys, "run", model, "--permutations", "10", "--seed", "3", "--batch-size", "7")
+    assert code == 0 and out.strip() == run_id and "found in the store" in err
+    code, out, err = run(capsys, "run", model, "--permutations", "10", "--seed", "3", "--no-cache")
+    assert code == 0 and out.strip() == run_id and "computed" in err
+    code, out, _ = run(capsys, "run", model, "--permutations", "10", "--seed", "4", "--method", "antithetic",
+                       "--layer", "0", "--lesion", "mean", "--label", "second")
+    assert code == 0 and out.strip() != run_id
+    assert len(RunStore(home).list()) == 2
+
+
+def test_runs_list_show_export_import_delete(capsys, model, tmp_path, home):
+    _, out, _ = run(capsys, "run", model, "--method", "exact", "--label", "exact one")
+    run_id = out.strip()
+    code, out, _ = run(capsys, "runs", "list")
+    assert code == 0 and run_id[:12] in out and "exact one" in out
+    code, out, _ = run(capsys, "runs", "show", run_id[:8])
+    assert code == 0 and run_id in out and "12 players" in out and "top units" in out
+    code, out, _ = run(capsys, "runs", "show", run_id[:8], "--json")
+    assert code == 0 and '"method": "exact"' in out
+    for name in ("run.npz", "run.csv", "run.parquet"):
+        code, _, err = run(capsys, "runs", "export", run_id[:10], str(tmp_path / name))
+        assert code == 0, err
+        assert (tmp_path / name).stat().st_size > 0
+    code, _, _ = run(capsys, "runs", "delete", run_id)
+    assert code == 0 and RunStore(home).get(run_id) is None
+    code, out, _ = run(capsys, "runs", "list")
+    assert "no runs" in out
+    code, out, _ = run(capsys, "runs", "import", str(tmp_path / "run.npz"))
+    assert code == 0 and out.strip() == run_id and RunStore(home).get(run_id).label == "exact one"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "no-such-model"], "no-such-model"),
+        (["run", "{model}", "--layer", "9"], "not a lesionable layer"),
+        (["run", "{model}", "--objective", "nope"], "nope"),
+        (["run", "{model}", "--permutations", "0"], "--permutations"),
+        (["run", "{model}", "--permutations", "many"], "invalid int"),
+        (["run", "{model}", "--method", "guess"], "invalid choice"),
+        (["run", "{model}", "--lesion", "burn"], "invalid choice"),
+        (["run", "{model}", "--out", "{tmp}/missing/x.npz"], "does not exist"),
+        (["run", "{model}", "--out", "{tmp}/x.txt"], ".npz"),
+        (["run", "{model}", "--device", "cuda:7"], "cuda"),
+        (["run", "{model}", "--address", "1.2.3.4:6379"], "--backend ray"),
+        (["runs", "show", "abcdef"], "no run"),
+        (["runs", "export", "abcdef", "{tmp}/x.npz"], "no run"),
+        (["runs", "delete", "ab"], "at least 4"),
+        (["runs", "import", "{tmp}/none.npz"], "no file"),
+        (["runs"], "required"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(capsys, model, tmp_path, argv, message):
+    argv = [a.format(model=model, tmp=tmp_path) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("msa: error: ") and message in err, err
+    assert not list(tmp_path.glob("*.npz")) and not list(tmp_path.glob("*.txt"))  # nothing half-written
+    assert out == ""
+
+
+def test_subcommands_can_be_registered():
+    assert {"models", "layers", "run", "runs", "report"} <= set(SUBCOMMANDS)
+
+
+def test_module_entry_point_in_a_subprocess_imports_neither_streamlit_nor_ray(tmp_path):
+    code = textwrap.dedent(
+        """
+        import runpy, sys
+        sys.argv = ["msa", "models"]
+        try:
+            runpy.run_module("msa_core.cli", run_name="__main__")
+        except SystemExit as exit_:
+            assert not exit_.code, exit_.code
+        assert "streamlit" not in sys.modules and "ray" not in sys.modules
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "MSA_HOME": str(tmp_path / "h"), "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "mlp-digits" in done.stdout

@@ -1,0 +1,335 @@
+"""Run keys, the diskcache store, cached and checkpointed execution, kill -9 resume, out-of-memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msa_core import shapley_modes
+from msa_core.runs import RunRecord, RunSpec, RunStore, default_root, execute, resolve, run_key
+from msa_core.runs.store import RunNotFound
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RECIPE = textwrap.dedent(
+    '''
+    import os, time
+    import torch
+    from torch import nn
+
+    class Slow(nn.Module):
+        """Identity that sleeps $MSA_TEST_DELAY seconds per call (not part of the weights)."""
+        def forward(self, x):
+            delay = float(os.environ.get("MSA_TEST_DELAY", "0") or 0)
+            if delay:
+                time.sleep(delay)
+            return x
+
+    class Limit(nn.Module):
+        """Identity that fails like a GPU out of memory above max_rows rows."""
+        raised = 0
+        def __init__(self, max_rows):
+            super().__init__()
+            self.max_rows = max_rows
+        def forward(self, x):
+            if x.shape[0] > self.max_rows:
+                Limit.raised += 1
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+            return x
+
+    class Boom(nn.Module):
+        """Identity that breaks when every unit of a row is lesioned (the empty coalition)."""
+        def forward(self, x):
+            if bool((x == 0).all(dim=-1).any()):
+                raise RuntimeError("boom: the model broke")
+            return x
+
+    def _base(middle):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), middle, nn.Linear(16, 3))
+        return {"model": model, "inputs": torch.randn(8, 6), "default_units": ["1"]}
+
+    def make():
+        return _base(Slow())
+
+    def make_oom():
+        return _base(Limit(8 * 16))
+
+    def make_boom():
+        return _base(Boom())
+    '''
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run far faster on one thread on a busy machine (and the subprocesses match it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_recipe.py"
+    path.write_text(RECIPE)
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunStore:
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MSA_TEST_DELAY", raising=False)
+    return RunStore(tmp_path / "store")
+
+
+def test_default_root_reads_msa_home_at_call_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "a"))
+    assert default_root() == tmp_path / "a"
+    assert RunStore().root == tmp_path / "a"
+    monkeypatch.delenv("MSA_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert default_root() == tmp_path / "xdg" / "msa-explorer"
+
+
+def test_spec_validation_messages():
+    with pytest.raises(ValueError, match="unknown method"):
+        RunSpec("mlp-digits", method="nope").validate()
+    with pytest.raises(ValueError, match="n_permutations"):
+        RunSpec("mlp-digits", n_permutations=0).validate()
+    with pytest.raises(ValueError, match="lesion"):
+        RunSpec("mlp-digits", lesion="burn").validate()
+    with pytest.raises(ValueError, match="seed"):
+        RunSpec("mlp-digits", seed=-1).validate()
+    assert RunSpec("m", units=["a", "b"]).units == ("a", "b")  # lists become tuples (hashable, frozen)
+    spec = RunSpec("m", units=("a",), n_permutations=7, label="x")
+    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_run_key_covers_what_changes_the_result(recipe):
+    ref = f"{recipe}:make"
+    base = RunSpec(ref, n_permutations=8, seed=0)
+    key = run_key(base)
+    assert len(key) == 64 and key == run_key(base)
+    # batch size, device, label do not change the result: same key
+    assert run_key(base.replace(batch_size=3, label="hello")) == key
+    # seed, budget, method, lesion, units, objective do
+    others = [
+        base.replace(seed=1),
+        base.replace(n_permutations=9),
+        base.replace(method="antithetic"),
+        base.replace(lesion="mean"),
+        base.replace(units=("0",)),
+        base.replace(objective="output", units=("1", "0")),
+    ]
+    keys = {run_key(s) for s in others}
+    assert key not in keys and len(keys) == len(others)
+    # exact runs ignore the sampling budget and seed
+    exact = base.replace(method="exact")
+    assert run_key(exact) == run_key(exact.replace(n_permutations=50, seed=3))
+    # the weights are part of the key (through the subject's fingerprint)
+    resolved = resolve(base)
+    resolved.subject.fingerprint = "0" * 64
+    assert resolve(base, resolved.subject).key != key
+
+
+def test_bad_layer_and_objective_fail_before_any_work(recipe, store):
+    ref = f"{recipe}:make"
+    with pytest.raises(ValueError, match="not a lesionable layer"):
+        execute(RunSpec(ref, units=("nope",)), store)
+    with pytest.raises(ValueError, match="objective"):
+        execute(RunSpec(ref, objective="accuracy-of-nothing"), store)
+    assert store.list() == []
+
+
+def test_execute_computes_once_then_returns_the_stored_run(recipe, store):
+    spec = RunSpec(f"{recipe}:make", n_permutations=12, seed=3, label="first")
+    record = execute(spec, store)
+    assert not record.params["cached"] and record.label == "first"
+    assert record.result.values.shape == (16, 8, 3)
+    assert record.result.efficiency_gap() < 1e-9
+    # equals shapley_modes on the subject's game, called directly
+    resolved = resolve(spec)
+    direct = shapley_modes(resolved.game(), 16, n_permutations=12, seed=3)
+    assert torch.equal(direct.values, record.result.values)
+    assert torch.equal(direct.stderr, record.result.stderr)
+
+    started = time.perf_counter()
+    again = execute(spec.replace(batch_size=5, label="other"), store)
+    assert again.params["cached"] and again.id == record.id
+    assert time.perf_counter() - started < 2.0
+    assert torch.equal(again.result.values, record.result.values)
+    assert store.find(spec).id == record.id
+    assert [r.id for r in store.list()] == [record.id]
+    assert store.get(record.id[:6]).id == record.id  # unique prefixes work
+
+    # --no-cache: recompute and replace
+    fresh = execute(spec, store, refresh=True)
+    assert not fresh.params["cached"] and fresh.created > record.created
+    assert torch.equal(fresh.result.values, record.result.values)
+    assert len(store.list()) == 1
+
+
+def test_store_keeps_plain_bytes_and_strings(recipe, store):
+    record = execute(RunSpec(f"{recipe}:make", n_permutations=4), store)
+    for key in store.cache.iterkeys():
+        value = store.cache.get(key)
+        assert isinstance(value, (bytes, str)), (key, type(value))
+    meta = json.loads(store.cache.get(f"meta/{record.id}"))
+    assert meta["spec"]["model"].endswith(":make")
+    assert meta["params"]["n_players"] == 16
+    # a second store object on the same folder sees the run (the CLI and the app share one store)
+    assert RunStore(store.root).get(record.id).result.values.shape == (16, 8, 3)
+
+
+def test_export_import_delete(recipe, store, tmp_path):
+    record = execute(RunSpec(f"{recipe}:make", n_permutations=6, label="exp"), store)
+    npz = store.export(record.id, tmp_path / "run.npz")
+    with np.load(npz, allow_pickle=False) as arrays:
+        for name in ("values", "stderr", "intact", "empty", "unit_labels", "n_evaluations"):
+            assert name in arrays.files
+        np.testing.assert_array_equal(arrays["values"], record.result.values.numpy())
+        assert json.loads(str(arrays["record_json"]))["id"] == record.id
+    csv = store.export(record.id, tmp_path / "run.csv")
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    assert len(frame) == 16 * 24 and {"run_id", "unit", "output_index", "value", "stderr"} <= set(frame.columns)
+    np.testing.assert_allclose(frame["value"].to_numpy(), record.result.values.reshape(-1).numpy())
+    pytest.importorskip("pyarrow")
+    parquet = store.export(record.id, tmp_path / "run.parquet")
+    assert len(pd.read_parquet(parquet)) == 16 * 24
+    with pytest.raises(ValueError, match="npz, .csv or .parquet"):
+        store.export(record.id, tmp_path / "run.txt")
+    assert not (tmp_path / "run.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+    assert store.delete(record.id)
+    assert store.get(record.id) is None and store.list() == []
+    imported = store.import_(npz)
+    assert imported.id == record.id and imported.label == "exp"
+    assert torch.equal(store.get(record.id).result.values, record.result.values)
+    # a plain ShapleyResult file imports too, under the hash of its bytes
+    plain = record.result.save(tmp_path / "plain.npz")
+    other = store.import_(plain)
+    assert other.id != record.id and torch.equal(other.result.values, record.result.values)
+    with pytest.raises(ValueError, match="only .npz"):
+        store.import_(csv)
+    with pytest.raises(RunNotFound):
+        store.export("ffffffff", tmp_path / "x.npz")
+
+
+def test_cancel_keeps_a_checkpoint_and_resume_equals_an_uninterrupted_run(recipe, store, tmp_path):
+    spec = RunSpec(f"{recipe}:make", n_permutations=600, seed=5, batch_size=64)  # 3 blocks of 256 units
+    reference = execute(spec, RunStore(tmp_path / "reference"))
+    cancel = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done > 256 * 15 + 2:  # inside the second block: the first is merged
+            cancel.set()
+
+    from msa_core import RunCancelled
+
+    with pytest.raises(RunCancelled):
+        execute(spec, store, progress=progress, cancel=cancel, checkpoint_interval=0.0)
+    key = run_key(spec)
+    state, info = store.load_checkpoint(key)
+    assert state["next_unit"] == 256 and info["key"] == key
+    assert store.get(key) is None  # nothing half-finished is listed as a run
+
+    resumed = execute(spec, store)
+    assert resumed.params["resumed_from_unit"] == 256
+    assert resumed.params["evaluations_this_session"] < reference.result.n_evaluations
+    assert torch.equal(resumed.result.values, reference.result.values)
+    assert torch.equal(resumed.result.stderr, reference.result.stderr)
+    assert resumed.result.n_evaluations == reference.result.n_evaluations
+    assert not store.has_checkpoint(key)  # the finished run replaces its checkpoint
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from msa_core.runs import RunSpec, RunStore, execute
+    spec = RunSpec(sys.argv[1], n_permutations=1280, seed=11, batch_size=128)
+    record = execute(spec, RunStore(sys.argv[2]))
+    print("finished", record.id, flush=True)
+    """
+)
+
+
+def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_result(recipe, store, tmp_path):
+    """A real subprocess is killed with SIGKILL after its first checkpoint; the run resumes from it."""
+    ref = f"{recipe}:make"
+    spec = RunSpec(ref, n_permutations=1280, seed=11, batch_size=128)  # 5 blocks of 256 permutations
+    key = run_key(spec)
+    script = tmp_path / "run_it.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "MSA_TEST_DELAY": "0.02", "MSA_CHECKPOINT_INTERVAL": "0", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(script), ref, str(store.root)], env=env, cwd=str(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not store.has_checkpoint(key):
+            assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 60 s"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert store.get(key) is None
+    state, _ = store.load_checkpoint(key)
+    assert 0 < state["next_unit"] < 1280
+
+    resumed = execute(spec, store)  # the same run again: continues from the checkpoint
+    reference = execute(spec, RunStore(tmp_path / "uninterrupted"))
+    assert resumed.params["resumed_from_unit"] == state["next_unit"]
+    assert torch.equal(resumed.result.values, reference.result.values)
+    assert torch.equal(resumed.result.stderr, reference.result.stderr)
+    saved = reference.result.n_evaluations - resumed.params["evaluations_this_session"]
+    assert saved == state["n_evaluations"] > 0
+    print(f"kill -9 resume: {saved} of {reference.result.n_evaluations} evaluations reused from the checkpoint")
+
+
+def test_out_of_memory_halves_the_batch_and_changes_nothing(recipe, store, tmp_path):
+    """The model raises CUDA OOM above 16 coalitions per call: the runner halves 64 -> 32 -> 16 and goes on."""
+    ref = f"{recipe}:make_oom"
+    small = execute(RunSpec(ref, n_permutations=20, seed=2, batch_size=16), RunStore(tmp_path / "small"))
+    big = execute(RunSpec(ref, n_permutations=20, seed=2, batch_size=64), store)
+    modules = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(recipe)]
+    assert modules and max(m.Limit.raised for m in modules) >= 2  # 64 -> 32 -> 16 coalitions per call
+    assert torch.equal(small.result.values, big.result.values)
+    assert torch.equal(small.result.stderr, big.result.stderr)
+    assert big.result.n_evaluations == small.result.n_evaluations == 2 + 20 * 15
+
+
+def test_a_failing_model_leaves_no_run(recipe, store):
+    with pytest.raises(Exception, match="boom"):
+        execute(RunSpec(f"{recipe}:make_boom", n_permutations=4), store)
+    assert store.list() == []
+
+
+def test_record_json_roundtrip(recipe, store):
+    record = execute(RunSpec(f"{recipe}:make", method="exact"), store)
+    assert record.result.stderr is None and record.params["n_evaluations"] == 2**16
+    copy = RunRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert copy.id == record.id and copy.spec == record.spec and copy.params == record.params
