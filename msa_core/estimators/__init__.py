@@ -8,6 +8,10 @@ permutation uniformly random join orders (Castro et al. 2009)     over permutati
 antithetic each join order paired with its reverse               over pairs
 owen       stratified antithetic Owen sampling with an           over sweeps of all strata
            efficiency projection (Okhrati & Lipani 2021)
+truncated  permutations cut short once the objective is near     over permutations
+           its floor (Neuron Shapley, Ghorbani & Zou 2020)
+topk       multi-armed bandit that only resolves which units     per unit (empirical Bernstein)
+           are in the top k (Neuron Shapley)
 ========== ==================================================== =====================================
 """
 
@@ -25,6 +29,8 @@ from .base import Estimator, GameRunner, ProgressCallback, RunCancelled, Samplin
 from .exact import MAX_EXACT_PLAYERS, ExactEstimator, all_coalitions
 from .owen import OwenEstimator
 from .permutation import AntitheticEstimator, PermutationEstimator, draw_permutation
+from .topk import TopKEstimator
+from .truncated import TruncatedEstimator
 
 __all__ = [
     "shapley_modes",
@@ -40,6 +46,8 @@ __all__ = [
     "PermutationEstimator",
     "AntitheticEstimator",
     "OwenEstimator",
+    "TruncatedEstimator",
+    "TopKEstimator",
     "all_coalitions",
     "draw_permutation",
 ]
@@ -49,6 +57,8 @@ METHODS: dict[str, Callable[..., Estimator]] = {
     "permutation": PermutationEstimator,
     "antithetic": AntitheticEstimator,
     "owen": OwenEstimator,
+    "truncated": TruncatedEstimator,
+    "topk": TopKEstimator,
 }
 """Estimator factories by method name; other modules may register more (e.g. truncated, top-k)."""
 
