@@ -1,17 +1,84 @@
-"""MSA Explorer (placeholder until the app issue lands): runs the engine on a toy game."""
+"""MSA Explorer: the Streamlit entry point.
+
+Run ``./run.sh app`` (or ``streamlit run app.py``). This script sets up the page, the sidebar's
+model and run pickers, and ``st.navigation`` over the page scripts in ``pages/``. The model and run
+live in the URL (``?model=...&run=...``) so a link reopens the same view.
+"""
+
+import os
+
 import streamlit as st
 import torch
 
-from msa_core import shapley_modes
+from ui import resources, state
+from ui.backend import describe_units, list_builtins
+from ui.errors import shown
 
-st.set_page_config(page_title="MSA Explorer", layout="wide")
-st.title("MSA Explorer")
-st.write("The engine on a toy game: v(S) = [0 and 1 both intact] + 0.5 * [2 intact].")
+st.set_page_config(page_title="MSA Explorer", page_icon=":material/hub:", layout="wide")
+if os.environ.get("MSA_TORCH_THREADS", "").isdigit():  # e.g. 1 on a busy shared CPU (OpenMP spinning)
+    torch.set_num_threads(max(1, int(os.environ["MSA_TORCH_THREADS"])))
+state.init()
 
+PAGES = [
+    st.Page("pages/model.py", title="Model", icon=":material/memory:", url_path="model", default=True),
+    st.Page("pages/run.py", title="Run", icon=":material/play_circle:", url_path="run"),
+    st.Page("pages/modes.py", title="Modes", icon=":material/grid_view:", url_path="modes"),
+    st.Page("pages/lesion_curves.py", title="Lesion curves", icon=":material/trending_down:", url_path="curves"),
+    st.Page("pages/editor.py", title="Editor", icon=":material/ads_click:", url_path="editor"),
+    st.Page("pages/findings.py", title="Findings", icon=":material/article:", url_path="findings"),
+]
+page = st.navigation(PAGES)
 
-def toy_game(coalitions: torch.Tensor) -> torch.Tensor:
-    return (coalitions[:, 0] & coalitions[:, 1]).double() + 0.5 * coalitions[:, 2].double()
+with st.sidebar:
+    st.markdown("### MSA Explorer")
+    builtins: list[tuple[str, str]] = []
+    with shown("Listing the built-in models"):
+        builtins = list(list_builtins())
+    names = [name for name, _ in builtins]
+    options = names + [ref for ref in st.session_state.get(state.EXTRA_MODELS, []) if ref not in names]
+    if state.model() not in options:
+        options.append(state.model())
+    model_key = f"sidebar_model_{state.model()}"
+    st.selectbox(
+        "Model",
+        options,
+        index=options.index(state.model()),
+        help="A built-in model, or one you loaded on the Model page.",
+        key=model_key,
+        on_change=lambda: state.set_model(st.session_state[model_key]),
+    )
 
+    records = resources.runs_for(state.model())
+    ids = [None] + [r.id for r in records]
+    labels = {None: "(no run selected)"}
+    for r in records:
+        labels[r.id] = (
+            f"{r.label or r.spec.method} · {r.spec.n_permutations if r.spec.method != 'exact' else 'exact'}"
+            f" · {describe_units(r.spec.units)} · {r.id[:8]}"
+        )
+    current = state.run_id() if state.run_id() in ids else None
+    if state.run_id() and current is None and resources.record(state.run_id()) is not None:
+        ids.append(state.run_id())
+        labels[state.run_id()] = state.run_id()[:8]
+        current = state.run_id()
+    run_key = f"sidebar_run_{state.model()}_{current}_{len(ids)}"
+    st.selectbox(
+        "Run",
+        ids,
+        index=ids.index(current),
+        format_func=lambda i: labels.get(i, str(i)),
+        help="Results of this model in the run store. Launch new ones on the Run page.",
+        key=run_key,
+        on_change=lambda: state.set_run(st.session_state[run_key]),
+    )
+    if state.run_id() and resources.record(state.run_id()) is None:
+        st.warning(f"Run {state.run_id()[:8]} is not in the run store.")
+    st.caption("Multiperturbation Shapley-value Analysis: lesion random combinations of units and give each "
+               "unit its Shapley value (a Shapley *mode* for tensor outputs).")
 
-result = shapley_modes(toy_game, 4, method="exact")
-st.bar_chart({"Shapley value": result.values.tolist()})
+state.sync_query()
+st.session_state[state.APP_RUNNING] = True
+try:
+    page.run()
+finally:
+    st.session_state[state.APP_RUNNING] = False

@@ -1,0 +1,501 @@
+"""Plotly figures built from MSA results (no Streamlit here, so every figure is unit-testable).
+
+Conventions: Shapley values use a diverging colour scale centred at 0 (blue negative, red positive);
+images (model inputs and outputs) are shown in grey; every function returns a ``plotly`` Figure (or
+a pandas DataFrame for tables) and never mutates its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "DIVERGING",
+    "as_numpy",
+    "unit_order",
+    "is_image_output",
+    "mode_image",
+    "mode_grid",
+    "unit_bars",
+    "unit_output_heatmap",
+    "unit_detail",
+    "top_outputs",
+    "lesion_curve_figure",
+    "editor_grid",
+    "image_comparison",
+    "score_comparison",
+    "score_bars",
+    "token_probability_figure",
+    "sample_images",
+]
+
+DIVERGING = "RdBu_r"
+"""Colour scale of Shapley values: blue < 0 < red (use with ``zmid=0``)."""
+
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """A float64 numpy array from a tensor, array or list."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _values(result: Any) -> np.ndarray:
+    return as_numpy(result.values if hasattr(result, "values") and not isinstance(result, np.ndarray) else result)
+
+
+def unit_order(result: Any, order: str = "total") -> np.ndarray:
+    """Unit indices: "index" (as is), "total" (largest total contribution first), "abs" (largest |total|)."""
+    v = _values(result)
+    totals = v.reshape(v.shape[0], -1).sum(1)
+    if order == "index":
+        return np.arange(v.shape[0])
+    if order == "abs":
+        return np.argsort(-np.abs(totals), kind="stable")
+    if order == "total":
+        return np.argsort(-totals, kind="stable")
+    raise ValueError(f"order must be 'index', 'total' or 'abs'; got {order!r}")
+
+
+def is_image_output(output_shape: Sequence[int]) -> bool:
+    """True when a mode is best shown as an image: its last two axes are both at least 4 long."""
+    shape = tuple(output_shape)
+    return len(shape) >= 2 and shape[-1] >= 4 and shape[-2] >= 4
+
+
+def mode_image(mode: Any, sample: int | str = "mean") -> np.ndarray:
+    """A 2-D image of one unit's mode ``(..., H, W)``.
+
+    ``sample``: an index into the first axis (e.g. which generated image) or "mean" (average over all
+    leading axes, channels included).
+    """
+    m = as_numpy(mode)
+    if m.ndim < 2:
+        raise ValueError(f"a mode of shape {m.shape} is not an image")
+    if m.ndim > 2 and sample != "mean":
+        m = m[int(sample)]
+    return m.reshape(-1, *m.shape[-2:]).mean(0)
+
+
+def _symmetric(limit: float) -> float:
+    return limit if limit > 0 and math.isfinite(limit) else 1e-12
+
+
+def mode_grid(
+    result: Any,
+    *,
+    units: Sequence[int] | None = None,
+    sample: int | str = "mean",
+    scale: str = "shared",
+    n_cols: int = 8,
+    max_units: int = 64,
+    title: str | None = None,
+) -> go.Figure:
+    """Grid of per-unit pixel heatmaps (image-shaped modes), diverging scale centred at 0.
+
+    Args:
+        result: a ShapleyResult (or an array ``(n_units, ..., H, W)``).
+        units: which units in which order (default: by total contribution, largest first).
+        sample: which input's image (index) or "mean" over inputs.
+        scale: "shared" (one colour scale for all units) or "per-unit" (each unit its own range).
+        n_cols: columns of the grid. max_units: at most this many panels.
+    """
+    values = _values(result)
+    labels = list(getattr(result, "unit_labels", [str(i) for i in range(values.shape[0])]))
+    order = list(unit_order(values) if units is None else units)[:max_units]
+    images = [mode_image(values[i], sample) for i in order]
+    n_cols = max(1, min(n_cols, len(order)))
+    n_rows = max(1, math.ceil(len(order) / n_cols))
+    totals = values.reshape(values.shape[0], -1).sum(1)
+    fig = make_subplots(
+        rows=n_rows,
+        cols=n_cols,
+        subplot_titles=[f"{labels[i]} ({totals[i]:+.3g})" for i in order],
+        horizontal_spacing=0.01,
+        vertical_spacing=0.2 / n_rows if n_rows > 1 else 0.05,
+    )
+    shared = _symmetric(max((np.abs(img).max() for img in images), default=1.0))
+    for k, (unit, img) in enumerate(zip(order, images)):
+        limit = shared if scale == "shared" else _symmetric(float(np.abs(img).max()))
+        fig.add_trace(
+            go.Heatmap(
+                z=img,
+                zmin=-limit,
+                zmax=limit,
+                zmid=0,
+                colorscale=DIVERGING,
+                showscale=(scale == "shared" and k == 0),
+                colorbar=dict(title="phi", thickness=10),
+                hovertemplate=f"{labels[unit]}<br>row %{{y}}, col %{{x}}<br>phi %{{z:.4g}}<extra></extra>",
+            ),
+            row=k // n_cols + 1,
+            col=k % n_cols + 1,
+        )
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed", scaleanchor=None)
+    _square_pixels(fig, len(order))
+    fig.update_annotations(font_size=10)
+    fig.update_layout(
+        title=title,
+        height=max(220, 130 * n_rows + 60),
+        margin=_MARGIN,
+    )
+    return fig
+
+
+def unit_bars(
+    result: Any,
+    *,
+    output: int | None = None,
+    output_labels: Sequence[str] | None = None,
+    order: str = "total",
+    max_units: int = 200,
+) -> go.Figure:
+    """Bars per unit: its total contribution (summed over outputs) or its value for one ``output``.
+
+    With one output selected, error bars show the standard error (when the result has one).
+    """
+    values = _values(result)
+    n = values.shape[0]
+    flat = values.reshape(n, -1)
+    labels = list(getattr(result, "unit_labels", [str(i) for i in range(n)]))
+    stderr = getattr(result, "stderr", None)
+    se = as_numpy(stderr).reshape(n, -1) if stderr is not None else None
+    if output is None:
+        y = flat.sum(1)
+        err = None
+        name = "total contribution"
+    else:
+        y = flat[:, int(output)]
+        err = se[:, int(output)] if se is not None else None
+        name = (output_labels[int(output)] if output_labels is not None else f"output {output}")
+    idx = np.argsort(-y, kind="stable") if order == "total" else np.arange(n)
+    idx = idx[:max_units]
+    fig = go.Figure(
+        go.Bar(
+            x=[labels[i] for i in idx],
+            y=y[idx],
+            marker_color=np.where(y[idx] >= 0, "#c0392b", "#2c7fb8"),
+            error_y=dict(type="data", array=err[idx], visible=True) if err is not None else None,
+            hovertemplate="%{x}<br>phi %{y:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Shapley value per unit: {name}",
+        xaxis_title="unit",
+        yaxis_title="Shapley value",
+        xaxis=dict(type="category"),
+        height=340,
+        margin=_MARGIN,
+    )
+    return fig
+
+
+def unit_output_heatmap(
+    result: Any,
+    *,
+    output_labels: Sequence[str] | None = None,
+    order: str = "total",
+    max_outputs: int = 64,
+) -> go.Figure:
+    """Unit x output heatmap of the modes (the paper's digit x neuron figure), centred at 0.
+
+    Outputs beyond ``max_outputs`` are averaged into that many bins (e.g. token positions).
+    """
+    values = _values(result)
+    n = values.shape[0]
+    flat = values.reshape(n, -1)
+    k = flat.shape[1]
+    labels = list(getattr(result, "unit_labels", [str(i) for i in range(n)]))
+    if output_labels is None or len(output_labels) != k:
+        output_labels = [str(j) for j in range(k)]
+    if k > max_outputs:  # bin outputs so the heatmap stays readable
+        edges = np.linspace(0, k, max_outputs + 1).astype(int)
+        flat = np.stack([flat[:, a:b].mean(1) for a, b in zip(edges[:-1], edges[1:])], 1)
+        output_labels = [f"{output_labels[a]}..{output_labels[b - 1]}" for a, b in zip(edges[:-1], edges[1:])]
+    idx = unit_order(values, order) if order != "index" else np.arange(n)
+    z = flat[idx].T
+    limit = _symmetric(float(np.abs(z).max()) if z.size else 1.0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[labels[i] for i in idx],
+            y=list(output_labels),
+            zmin=-limit,
+            zmax=limit,
+            zmid=0,
+            colorscale=DIVERGING,
+            colorbar=dict(title="phi", thickness=10),
+            hovertemplate="unit %{x}<br>output %{y}<br>phi %{z:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Shapley modes: output x unit",
+        xaxis=dict(title="unit", type="category", showticklabels=n <= 60),
+        yaxis=dict(title="output", type="category"),
+        height=max(260, 22 * z.shape[0] + 120),
+        margin=_MARGIN,
+    )
+    return fig
+
+
+def unit_detail(
+    result: Any,
+    unit: int,
+    *,
+    output_labels: Sequence[str] | None = None,
+    sample: int | str = "mean",
+) -> go.Figure:
+    """One unit's mode and its standard error: two heatmaps for images, bars with error bars otherwise."""
+    values = _values(result)
+    mode = values[unit]
+    labels = list(getattr(result, "unit_labels", [str(i) for i in range(values.shape[0])]))
+    stderr = getattr(result, "stderr", None)
+    se = as_numpy(stderr)[unit] if stderr is not None else None
+    if is_image_output(mode.shape):
+        img = mode_image(mode, sample)
+        limit = _symmetric(float(np.abs(img).max()))
+        fig = make_subplots(rows=1, cols=2, subplot_titles=["mode", "standard error"], horizontal_spacing=0.12)
+        fig.add_trace(
+            go.Heatmap(z=img, zmin=-limit, zmax=limit, zmid=0, colorscale=DIVERGING,
+                       colorbar=dict(x=0.44, thickness=10, title="phi")),
+            row=1, col=1,
+        )
+        if se is not None:
+            fig.add_trace(
+                go.Heatmap(z=mode_image(se, sample), colorscale="Greys", colorbar=dict(thickness=10, title="se")),
+                row=1, col=2,
+            )
+        fig.update_yaxes(autorange="reversed", showticklabels=False)
+        fig.update_xaxes(showticklabels=False)
+        fig.update_layout(title=f"unit {labels[unit]}", height=360, margin=_MARGIN)
+        return fig
+    flat = mode.reshape(-1)
+    err = se.reshape(-1) if se is not None else None
+    x = list(output_labels) if output_labels is not None and len(output_labels) == flat.size else [str(j) for j in range(flat.size)]
+    fig = go.Figure(
+        go.Bar(
+            x=x,
+            y=flat,
+            marker_color=np.where(flat >= 0, "#c0392b", "#2c7fb8"),
+            error_y=dict(type="data", array=err, visible=True) if err is not None else None,
+            hovertemplate="%{x}<br>phi %{y:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"unit {labels[unit]}: mode with standard errors",
+        xaxis=dict(title="output", type="category"),
+        yaxis_title="Shapley value",
+        height=340,
+        margin=_MARGIN,
+    )
+    return fig
+
+
+def top_outputs(result: Any, unit: int, *, output_labels: Sequence[str] | None = None, k: int = 10) -> pd.DataFrame:
+    """The ``k`` outputs a unit moves most (largest |value|), with value, standard error and z-score."""
+    values = _values(result)
+    flat = values[unit].reshape(-1)
+    stderr = getattr(result, "stderr", None)
+    se = as_numpy(stderr)[unit].reshape(-1) if stderr is not None else np.full_like(flat, np.nan)
+    shape = values.shape[1:]
+    if output_labels is not None and len(output_labels) == flat.size:
+        names = list(output_labels)
+    else:
+        names = [str(tuple(int(a) for a in np.unravel_index(j, shape))) if shape else "()" for j in range(flat.size)]
+    idx = np.argsort(-np.abs(flat), kind="stable")[:k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = flat[idx] / se[idx]
+    return pd.DataFrame({"output": [names[j] for j in idx], "value": flat[idx], "stderr": se[idx], "z": z})
+
+
+def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str = "Lesion curves") -> go.Figure:
+    """Lesion curves: deterministic orders as lines, random orders as their mean with a shaded band.
+
+    ``curves``: :class:`msa_core.editor.LesionCurves`, or a mapping with keys ``removed``, ``curves``
+    (name -> values), ``random_mean``, ``random_low``, ``random_high`` and ``n_random``.
+    """
+    get = curves.get if isinstance(curves, dict) else (lambda key, default=None: getattr(curves, key, default))
+    x = np.asarray(get("removed"))
+    n_random = int(get("n_random", 0) or 0)
+    fig = go.Figure()
+    if n_random:
+        high, low = np.asarray(get("random_high")), np.asarray(get("random_low"))
+        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([high, low[::-1]]),
+                                 fill="toself", fillcolor="rgba(120,120,120,0.2)", line=dict(width=0),
+                                 name=f"random orders (95% band, {n_random})", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=np.asarray(get("random_mean")), name="random orders (mean)",
+                                 line=dict(color="grey", dash="dash")))
+    palette = ["#c0392b", "#2c7fb8", "#27ae60", "#8e44ad", "#e67e22"]
+    for k, (name, y) in enumerate(dict(get("curves")).items()):
+        fig.add_trace(go.Scatter(x=x, y=np.asarray(y), name=name, mode="lines+markers", marker_size=4,
+                                 line=dict(color=palette[k % len(palette)])))
+    fig.update_layout(title=title, xaxis_title="units removed", yaxis_title=y_title, height=440,
+                      margin=_MARGIN, legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def editor_grid(
+    values: Any,
+    lesioned: Sequence[int] = (),
+    *,
+    unit_labels: Sequence[str] | None = None,
+    n_cols: int | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """The units as a clickable grid of cells coloured by Shapley value (lesioned cells crossed out).
+
+    A Plotly *scatter* (not a heatmap, which returns no click events in Streamlit): one square marker
+    per unit, ``customdata`` = unit index; a second trace marks lesioned units with a black cross.
+    """
+    v = as_numpy(values)
+    v = v.reshape(v.shape[0], -1).sum(1) if v.ndim > 1 else v
+    n = v.size
+    labels = list(unit_labels) if unit_labels is not None else [str(i) for i in range(n)]
+    n_cols = n_cols or max(1, min(20, math.ceil(math.sqrt(n * 2))))
+    n_rows = math.ceil(n / n_cols)
+    idx = np.arange(n)
+    xs, ys = idx % n_cols, idx // n_cols
+    limit = _symmetric(float(np.abs(v).max()) if n else 1.0)
+    cell = 34 if n_cols <= 12 else 28
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=xs, y=ys, mode="markers", customdata=idx,
+            marker=dict(symbol="square", size=cell, color=v, colorscale=DIVERGING, cmin=-limit, cmax=limit,
+                        cmid=0, line=dict(width=1, color="white"),
+                        colorbar=dict(title="phi", thickness=10), showscale=bool(np.any(v))),
+            text=labels,
+            hovertemplate="%{text}<br>phi %{marker.color:.4g}<br>click to toggle<extra></extra>",
+            name="units",
+        )
+    )
+    lesioned = sorted({int(i) for i in lesioned})
+    if lesioned:
+        les = np.asarray(lesioned)
+        fig.add_trace(
+            go.Scatter(x=xs[les], y=ys[les], mode="markers", customdata=les, hoverinfo="skip",
+                       marker=dict(symbol="x-thin", size=cell * 0.7, line=dict(width=3, color="black")),
+                       name="lesioned")
+        )
+    fig.update_xaxes(visible=False, range=[-0.6, n_cols - 0.4], fixedrange=True)
+    fig.update_yaxes(visible=False, range=[n_rows - 0.4, -0.6], fixedrange=True)
+    fig.update_layout(
+        height=height or (n_rows * (cell + 6) + 40),
+        margin=dict(l=5, r=5, t=5, b=5),
+        showlegend=False,
+        clickmode="event+select",
+        dragmode=False,
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def _grey(img: np.ndarray, lo: float, hi: float, showscale: bool = False) -> go.Heatmap:
+    return go.Heatmap(z=img, zmin=lo, zmax=hi, colorscale="gray", showscale=showscale,
+                      hovertemplate="%{z:.3f}<extra></extra>")
+
+
+def image_comparison(intact: Any, edited: Any, *, n_show: int = 8, value_range: tuple[float, float] | None = None) -> go.Figure:
+    """Intact / edited / difference images side by side (rows), for the first ``n_show`` inputs.
+
+    ``intact`` and ``edited``: ``(n_inputs, [C,] H, W)`` model outputs (channels averaged).
+    """
+    a, b = as_numpy(intact), as_numpy(edited)
+    a = a.reshape(a.shape[0], -1, *a.shape[-2:]).mean(1)
+    b = b.reshape(b.shape[0], -1, *b.shape[-2:]).mean(1)
+    n = min(n_show, a.shape[0])
+    lo, hi = value_range or (float(min(a.min(), b.min())), float(max(a.max(), b.max())))
+    diff = b[:n] - a[:n]
+    limit = _symmetric(float(np.abs(diff).max()))
+    fig = make_subplots(rows=3, cols=n, horizontal_spacing=0.005, vertical_spacing=0.03,
+                        row_titles=["intact", "edited", "difference"])
+    for j in range(n):
+        fig.add_trace(_grey(a[j], lo, hi), row=1, col=j + 1)
+        fig.add_trace(_grey(b[j], lo, hi), row=2, col=j + 1)
+        fig.add_trace(go.Heatmap(z=diff[j], zmin=-limit, zmax=limit, zmid=0, colorscale=DIVERGING,
+                                 showscale=(j == n - 1), colorbar=dict(thickness=10, title="edited-intact"),
+                                 hovertemplate="%{z:.3f}<extra></extra>"), row=3, col=j + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    _square_pixels(fig, 3 * n)
+    fig.update_layout(height=max(240, int(3 * 560 / max(n, 1)) + 40), margin=dict(l=5, r=40, t=10, b=5))
+    return fig
+
+
+def score_comparison(
+    intact: Any,
+    edited: Any,
+    *,
+    labels: Sequence[str] | None = None,
+    title: str = "",
+    y_title: str = "score",
+) -> go.Figure:
+    """Grouped bars: a vector score (per-class accuracy, per-language score) intact vs edited."""
+    a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
+    x = list(labels) if labels is not None and len(labels) == a.size else [str(j) for j in range(a.size)]
+    fig = go.Figure([
+        go.Bar(x=x, y=a, name="intact", marker_color="#95a5a6"),
+        go.Bar(x=x, y=b, name="edited", marker_color="#c0392b"),
+    ])
+    fig.update_layout(title=title, barmode="group", yaxis_title=y_title, xaxis=dict(type="category"),
+                      height=320, margin=_MARGIN, legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
+    return fig
+
+
+def score_bars(values: Any, *, labels: Sequence[str] | None = None, title: str = "", y_title: str = "score") -> go.Figure:
+    """Bars of one vector score (e.g. the intact model's per-class accuracy)."""
+    a = as_numpy(values).reshape(-1)
+    x = list(labels) if labels is not None and len(labels) == a.size else [str(j) for j in range(a.size)]
+    fig = go.Figure(go.Bar(x=x, y=a, marker_color="#7f8c8d"))
+    fig.update_layout(title=title, yaxis_title=y_title, xaxis=dict(type="category"), height=280, margin=_MARGIN)
+    return fig
+
+
+def token_probability_figure(tokens: Sequence[str], intact: Any, edited: Any, *, title: str = "") -> go.Figure:
+    """Probability of each next token of one word, intact vs edited (token bars)."""
+    a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
+    x = [f"{k}:{t}" for k, t in enumerate(tokens)]
+    fig = go.Figure([
+        go.Bar(x=x, y=a, name="intact", marker_color="#95a5a6"),
+        go.Bar(x=x, y=b, name="edited", marker_color="#c0392b"),
+    ])
+    fig.update_layout(title=title, barmode="group", yaxis=dict(title="p(token)", range=[0, 1]),
+                      xaxis=dict(type="category"), height=300, margin=_MARGIN, legend=dict(orientation="h", x=1, xanchor="right", y=1.15))
+    return fig
+
+
+def sample_images(images: Any, *, titles: Sequence[str] | None = None, n_cols: int = 8, n_show: int = 16) -> go.Figure:
+    """A grid of input or output images ``(k, [C,] H, W)`` in grey."""
+    a = as_numpy(images)
+    a = a.reshape(a.shape[0], -1, *a.shape[-2:]).mean(1)[:n_show]
+    n = a.shape[0]
+    n_cols = max(1, min(n_cols, n))
+    n_rows = math.ceil(n / n_cols)
+    fig = make_subplots(rows=n_rows, cols=n_cols, horizontal_spacing=0.01, vertical_spacing=0.06,
+                        subplot_titles=list(titles[:n]) if titles is not None else None)
+    lo, hi = float(a.min()), float(a.max())
+    for k in range(n):
+        fig.add_trace(_grey(a[k], lo, hi), row=k // n_cols + 1, col=k % n_cols + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    _square_pixels(fig, n)
+    fig.update_annotations(font_size=10)
+    fig.update_layout(height=110 * n_rows + 30, margin=dict(l=5, r=5, t=25, b=5))
+    return fig
+
+
+def _square_pixels(fig: go.Figure, n_panels: int) -> None:
+    """Keep image panels square (each y axis anchored to its x axis)."""
+    for i in range(1, n_panels + 1):
+        suffix = "" if i == 1 else str(i)
+        fig.layout[f"yaxis{suffix}"].update(scaleanchor=f"x{suffix}", constrain="domain")
+        fig.layout[f"xaxis{suffix}"].update(constrain="domain")

@@ -1,0 +1,115 @@
+"""Model page: pick or load a model; its architecture, inputs, default output and layer catalogue."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from msa_core import figures
+from ui import resources, state
+from ui.backend import list_builtins
+from ui.errors import shown
+
+state.page_setup()
+st.title("Model")
+
+with st.expander("Load another model", expanded=False):
+    tab_builtin, tab_upload, tab_path = st.tabs(["Built-in", "Upload a file", "Path, recipe or Hugging Face folder"])
+    with tab_builtin:
+        builtins = []
+        with shown("Listing the built-in models"):
+            builtins = list_builtins()
+        for name, description in builtins:
+            cols = st.columns([1, 4])
+            if cols[0].button(name, key=f"builtin_{name}", width="stretch"):
+                state.set_model(name)
+                st.rerun()
+            cols[1].caption(description)
+    with tab_upload:
+        st.caption("A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most 200 MB.")
+        upload = st.file_uploader("Model file", type=["pt", "pth", "ts", "pt2", "jit"], key="upload_model")
+        if upload is not None and st.button("Load the uploaded model", type="primary"):
+            folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
+            folder.mkdir(parents=True, exist_ok=True)
+            data = upload.getvalue()
+            target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{Path(upload.name).name}"
+            target.write_bytes(data)
+            ref = str(target)
+            with shown(f"Loading {upload.name}"):
+                resources.subject(ref)
+                state.set_model(ref)
+                st.rerun()
+    with tab_path:
+        st.caption("A model file path, a recipe (`package.module:function` or `file.py:function` returning a model "
+                   "and inputs), or a local Hugging Face model folder.")
+        ref = st.text_input("Model reference", key="model_ref_input", placeholder="e.g. recipes/my_model.py:build")
+        if st.button("Load", disabled=not ref.strip()):
+            with shown(f"Loading {ref.strip()}"):
+                resources.subject(ref.strip())
+                state.set_model(ref.strip())
+                st.rerun()
+
+subject = None
+with shown(f"Loading model {state.model()!r}"):
+    subject = resources.subject(state.model())
+if subject is None:
+    st.info("Pick a built-in model in the sidebar or above.")
+    st.stop()
+
+st.subheader(subject.name)
+st.write(subject.description or "")
+c1, c2, c3 = st.columns(3)
+c1.metric("Parameters", f"{sum(p.numel() for p in subject.model.parameters()):,}")
+c2.metric("Lesionable layers", len(subject.layers))
+c3.metric("Output", subject.output_kind)
+st.caption(f"Objectives: {', '.join(subject.objectives)} (default: **{subject.default_objective}**).")
+
+left, right = st.columns([3, 2])
+with left:
+    st.markdown("#### Inputs")
+    samples = subject.samples or {}
+    if "images" in samples:
+        labels = samples.get("labels")
+        titles = [f"label {int(v)}" for v in labels] if labels is not None else None
+        st.plotly_chart(figures.sample_images(samples["images"], titles=titles), key="model_samples")
+        if subject.output_kind == "image":
+            st.caption("Generated images for the first latent vectors (the default output).")
+    if "words" in samples:
+        st.write("Sample words: " + ", ".join(f"`{w}`" for w in samples["words"]))
+    if "languages" in samples:
+        st.write("Languages: " + ", ".join(samples["languages"]))
+    shape = getattr(subject.inputs, "shape", None)
+    st.caption(f"{shape[0]} evaluation inputs, each of shape {tuple(shape[1:])}." if shape is not None
+               else f"Evaluation inputs: {type(subject.inputs).__name__}.")
+    st.markdown("#### Default output")
+    with shown("Scoring the intact model"):
+        scores = resources.editor(state.model(), (), None).intact.scores
+        small = {name: value for name, value in scores.items() if value.numel() <= 64}
+        for name, value in small.items():
+            labels = None
+            with shown(f"Labels of {name}"):
+                labels = subject.objective_labels(name)
+            st.plotly_chart(figures.score_bars(value, labels=labels, title=f"{name} of the intact model",
+                                               y_title=name), key=f"model_score_{name}")
+        if not small:
+            st.caption("The raw model output: the images above." if subject.output_kind == "image"
+                       else "The raw model output.")
+with right:
+    st.markdown("#### Layer catalogue")
+    st.dataframe(
+        pd.DataFrame(
+            [{"layer": l.path, "type": l.module_type, "units": l.n_units, "kind": l.unit_kind,
+              "output shape": str(tuple(l.output_shape))} for l in subject.layers]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    st.markdown("**Default units:** " + ", ".join(str(getattr(u, "path", u)) for u in subject.default_units))
+    if subject.unit_presets:
+        st.markdown("**Presets:** " + ", ".join(subject.unit_presets))
+    with st.expander("Architecture"):
+        st.code(str(subject.model), language="text")
+
+st.page_link("pages/run.py", label="Next: run MSA on this model", icon=":material/play_circle:")

@@ -1,0 +1,95 @@
+"""msa_core.figures: every figure builds from small results, with the conventions the app relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from msa_core import ShapleyResult
+from msa_core import figures as F
+from msa_core.editor import LesionCurves
+
+
+def _result(shape=(4,), n=5, stderr=True):
+    torch.manual_seed(0)
+    values = torch.randn(n, *shape, dtype=torch.float64)
+    return ShapleyResult(
+        values=values,
+        stderr=values.abs() * 0.1 if stderr else None,
+        n_evaluations=10,
+        intact=values.sum(0),
+        empty=torch.zeros(shape, dtype=torch.float64),
+        method="permutation",
+        unit_labels=[f"L:{i}" for i in range(n)],
+    )
+
+
+def test_unit_order_and_image_detection():
+    r = _result()
+    totals = r.total_contribution().numpy()
+    assert list(F.unit_order(r, "total")) == list(np.argsort(-totals))
+    assert list(F.unit_order(r, "index")) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        F.unit_order(r, "nope")
+    assert F.is_image_output((3, 1, 8, 8)) and not F.is_image_output((10,)) and not F.is_image_output((5, 2))
+
+
+def test_mode_grid_is_centred_at_zero_with_shared_or_per_unit_scales():
+    r = _result(shape=(2, 1, 8, 8), n=6)
+    fig = F.mode_grid(r, scale="shared", max_units=4)
+    heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert len(heatmaps) == 4
+    assert all(t.zmin == -t.zmax and t.zmid == 0 for t in heatmaps)
+    assert len({t.zmax for t in heatmaps}) == 1
+    per_unit = F.mode_grid(r, scale="per-unit", sample=1)
+    assert len({t.zmax for t in per_unit.data}) > 1
+    assert F.mode_image(r.values[0], sample=0).shape == (8, 8)
+
+
+def test_vector_figures():
+    r = _result(shape=(4,))
+    labels = ["a", "b", "c", "d"]
+    bars = F.unit_bars(r, output=2, output_labels=labels)
+    assert bars.data[0].error_y.array is not None and len(bars.data[0].x) == 5
+    assert F.unit_bars(r).data[0].error_y.array is None  # totals: no per-output stderr
+    heat = F.unit_output_heatmap(r, output_labels=labels)
+    assert heat.data[0].zmid == 0 and list(heat.data[0].y) == labels
+    big = F.unit_output_heatmap(_result(shape=(200,)), max_outputs=10)
+    assert np.asarray(big.data[0].z).shape == (10, 5)
+    detail = F.unit_detail(r, 1, output_labels=labels)
+    assert list(detail.data[0].x) == labels
+    table = F.top_outputs(r, 1, output_labels=labels, k=2)
+    assert list(table.columns) == ["output", "value", "stderr", "z"] and len(table) == 2
+    assert abs(table["value"].iloc[0]) >= abs(table["value"].iloc[1])
+    image_detail = F.unit_detail(_result(shape=(1, 8, 8)), 0)
+    assert len(image_detail.data) == 2  # mode and standard error
+    assert len(F.unit_detail(_result(shape=(1, 8, 8), stderr=False), 0).data) == 1
+
+
+def test_editor_and_output_figures():
+    values = np.array([0.5, -0.2, 0.0, 1.0, 0.3])
+    grid = F.editor_grid(values, [1, 3], unit_labels=list("abcde"))
+    assert isinstance(grid.data[0], go.Scatter) and list(grid.data[0].customdata) == [0, 1, 2, 3, 4]
+    assert list(grid.data[1].customdata) == [1, 3]  # crosses on lesioned units
+    assert grid.data[0].marker.cmid == 0
+    assert len(F.editor_grid(values).data) == 1
+    intact, edited = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    cmp = F.image_comparison(intact, edited, n_show=3)
+    assert len(cmp.data) == 9
+    assert F.score_comparison([1, 2], [1, 1], labels=["x", "y"]).data[1].name == "edited"
+    assert len(F.score_bars([1, 2, 3]).data[0].x) == 3
+    assert len(F.token_probability_figure(list("ab"), [0.5, 0.2], [0.4, 0.1]).data) == 2
+    assert len(F.sample_images(np.zeros((5, 8, 8)), titles=list("abcde")).data) == 5
+
+
+def test_lesion_curve_figure_from_either_form():
+    x = np.arange(4)
+    curves = LesionCurves(x, {"Shapley": np.array([1, 0.5, 0.2, 0.1])}, np.ones(4) * 0.8, np.ones(4) * 0.7,
+                          np.ones(4) * 0.9, 10, "mean")
+    fig = F.lesion_curve_figure(curves)
+    assert [t.name for t in fig.data][-1] == "Shapley" and len(fig.data) == 3
+    as_dict = {"removed": x, "curves": {"a": x, "b": x}, "random_mean": x, "random_low": x, "random_high": x,
+               "n_random": 0}
+    assert len(F.lesion_curve_figure(as_dict).data) == 2

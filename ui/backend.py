@@ -1,0 +1,27 @@
+"""The library entry points the app uses, imported in one place.
+
+The app codes against the contracts of ``msa_core.models`` (subjects) and ``msa_core.runs`` (run
+store and job runner). While a module is missing, this falls back to the runs package's stand-in
+loader (``msa_core.runs.spec.load_subject``), so the app still opens on the built-in models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:  # the contract
+    from msa_core.models import ModelLoadError, list_builtins, load_subject  # noqa: F401
+except ImportError:  # pragma: no cover - only while msa_core.models is being written
+    from msa_core.runs.spec import ModelLoadError, list_builtins, load_subject  # noqa: F401
+
+from msa_core.runs import JobRunner, RunRecord, RunSpec, RunStore  # noqa: E402,F401
+
+__all__ = ["ModelLoadError", "list_builtins", "load_subject", "JobRunner", "RunRecord", "RunSpec", "RunStore", "describe_units"]
+
+
+def describe_units(units: Any) -> str:
+    """Short text for a run's units (None: the model's defaults)."""
+    if not units:
+        return "default units"
+    names = [getattr(u, "path", u) for u in units]
+    return ", ".join(str(n) for n in names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")

@@ -1,0 +1,181 @@
+"""Resources held across reruns and sessions with ``st.cache_resource``: subjects (models), the run
+store, the job runner, editors; and small cached look-ups on top of them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import streamlit as st
+
+from msa_core.editor import LesionEditor, activation_magnitude, measure_throughput
+
+from . import backend
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def subject(ref: str) -> Any:
+    """The :class:`~msa_core.models.Subject` for a model reference (loaded once per server)."""
+    return backend.load_subject(ref)
+
+
+@st.cache_resource
+def store() -> Any:
+    """The run store (under ``$MSA_HOME`` or the user cache directory)."""
+    return backend.RunStore(os.environ.get("MSA_HOME") or None)
+
+
+@st.cache_resource
+def runner() -> Any:
+    """The background job runner (threads or processes; it never imports Streamlit)."""
+    return backend.JobRunner(store())
+
+
+def record(run_id: str | None) -> Any:
+    """The run record with this id, or None (the store caches results itself)."""
+    if not run_id:
+        return None
+    try:
+        return store().get(run_id)
+    except Exception:  # noqa: BLE001 - an unreadable or deleted run is just "no run"
+        return None
+
+
+def runs_for(ref: str) -> list[Any]:
+    """Stored runs of one model, newest first."""
+    try:
+        records = [r for r in store().list() if r.spec.model == ref]
+    except Exception:  # noqa: BLE001
+        return []
+    return sorted(records, key=lambda r: r.created, reverse=True)
+
+
+def units_key(units: Any) -> tuple:
+    """A hashable form of a units list (paths and frozen UnitSpecs)."""
+    if units is None:
+        return ()
+    return tuple(units)
+
+
+def game_units(subj: Any, units: Any) -> tuple:
+    """A run's units as a game takes them: preset names expanded, () for the subject's defaults."""
+    if not units:
+        return ()
+    presets = getattr(subj, "unit_presets", {}) or {}
+    expanded: list[Any] = []
+    for unit in units:
+        expanded.extend(presets[unit] if isinstance(unit, str) and unit in presets else [unit])
+    return tuple(expanded)
+
+
+def raw_objective(subj: Any) -> str | None:
+    """The name of the subject's objective whose game value is the raw model output (factory -> None)."""
+    for name, factory in subj.objectives.items():
+        try:
+            if factory() is None:
+                return name
+        except Exception:  # noqa: BLE001 - factories that need options are not raw
+            continue
+    return None
+
+
+@st.cache_resource(show_spinner="Preparing the editor...", max_entries=6)
+def editor(ref: str, units: tuple, lesion: str | None, objective: str | None = None) -> LesionEditor:
+    """A :class:`~msa_core.editor.LesionEditor` of ``ref`` for these units.
+
+    ``objective=None``: the game is the raw model output, and every other objective of the subject that
+    runs on the same inputs is scored from it; otherwise the game of that objective (e.g.
+    ``"token log-prob:hello"``) with no extra scores.
+    """
+    subj = subject(ref)
+    units_arg = list(units) if units else None
+    if objective is not None:
+        return LesionEditor(subj.game(units=units_arg, objective=objective, lesion=lesion))
+    raw_name = raw_objective(subj)
+    if raw_name is not None:
+        game = subj.game(units=units_arg, objective=raw_name, lesion=lesion)
+    else:  # no raw-output objective: build the raw game with the engine directly
+        from msa_core import lesion_game
+
+        resolve = getattr(subj, "resolve_units", None)
+        specs = resolve(units_arg) if resolve else (units_arg or subj.default_units)
+        game = lesion_game(subj.model, specs, subj.inputs, lesion=lesion or getattr(subj, "default_lesion", "zero"))
+    objectives = {}
+    for name, factory in subj.objectives.items():
+        if name == raw_name:
+            continue
+        try:
+            made = factory()
+        except Exception:  # noqa: BLE001 - factories that need options are not scored in the editor
+            continue
+        if made is not None and getattr(made, "inputs", None) is None:
+            objectives[name] = made
+    return LesionEditor(game, objectives)
+
+
+@st.cache_resource(max_entries=16)
+def throughput(ref: str, units: tuple, objective: str | None, lesion: str | None) -> tuple[float, int]:
+    """(evaluations per second, number of players) of a game, measured once."""
+    game = subject(ref).game(units=list(units) if units else None, objective=objective, lesion=lesion)
+    return measure_throughput(game), int(game.n_players)
+
+
+@st.cache_resource(max_entries=16)
+def activations(ref: str, units: tuple, lesion: str | None) -> Any:
+    """Mean activation magnitude per unit (the activation baseline of lesion curves)."""
+    return activation_magnitude(editor(ref, units, lesion).game)
+
+
+@st.cache_data(show_spinner="Computing lesion curves...", max_entries=32)
+def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric: str) -> dict[str, Any]:
+    """Lesion curves of a run: Shapley order (most and least important first), activation magnitude and
+    random orders, scored on ``objective`` (any objective of the model). Plain arrays, cached per run.
+
+    Uses :mod:`msa_core.analysis` (one batched game call per family of orders); falls back to
+    :func:`msa_core.editor.lesion_curves` when that module is unavailable.
+    """
+    import numpy as np
+    import torch
+
+    from msa_core.editor import scalarise
+
+    rec = record(run_id)
+    subj = subject(rec.spec.model)
+    units = game_units(subj, rec.spec.units)
+    game = subj.game(units=list(units) if units else None, objective=objective, lesion=rec.spec.lesion)
+    result = rec.result
+    if game.n_players != result.n_players:
+        raise ValueError(f"the run has {result.n_players} units but the game has {game.n_players}")
+    ends = game(torch.stack([torch.ones(game.n_players, dtype=torch.bool), torch.zeros(game.n_players, dtype=torch.bool)]))
+    intact, empty = ends[0], ends[1]
+
+    def reduce(values: Any) -> Any:
+        return scalarise(torch.as_tensor(np.asarray(values)), intact, empty, metric)
+
+    try:
+        import msa_core.analysis as lc
+
+        orders = {
+            "Shapley: most important first": lc.shapley_ranking(result),
+            "Shapley: least important first": lc.shapley_ranking(result, descending=False),
+            "activation magnitude: largest first": lc.activation_ranking(game),
+        }
+        curves = lc.lesion_curves(game, orders, reduce=reduce)
+        rnd = lc.random_lesion_curve(game, n_orders=n_random, reduce=reduce, band=(2.5, 97.5))
+        return {
+            "removed": np.arange(game.n_players + 1),
+            "curves": {name: c.values for name, c in curves.items()},
+            "random_mean": rnd.values, "random_low": rnd.lower, "random_high": rnd.upper, "n_random": n_random,
+        }
+    except ImportError:
+        from msa_core.editor import lesion_curves, top_k
+
+        curves = lesion_curves(
+            game,
+            {"Shapley: most important first": top_k(result.values, result.n_players),
+             "Shapley: least important first": top_k(result.values, result.n_players)[::-1],
+             "activation magnitude: largest first": list(np.argsort(-activation_magnitude(game), kind="stable"))},
+            n_random=n_random, metric=metric, max_steps=game.n_players + 1,
+        )
+        return {"removed": curves.removed, "curves": curves.curves, "random_mean": curves.random_mean,
+                "random_low": curves.random_low, "random_high": curves.random_high, "n_random": n_random}
