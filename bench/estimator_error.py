@@ -31,7 +31,10 @@ N_PLAYERS = 16
 def gan_game():
     """dcgan-digits, players = the 16 channels of block net.2, value = the 32 generated images."""
     model, data = load_builtin("dcgan-digits")
-    game = lesion_game(model, "net.2", torch.from_numpy(data["z"]))
+    # the generator's body is an nn.Sequential: giving it the latents as (B, nz, 1, 1) lets the game
+    # compute blocks net.0 and net.1 once instead of once per coalition (same values as the wrapper)
+    latents = torch.from_numpy(data["z"])[:, :, None, None]
+    game = lesion_game(model.net, "2", latents)
     assert game.n_players == N_PLAYERS
     return game
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .games import LesionGame
-from .lesion import ResolvedUnits, forward, resolve_module
+from .lesion import ResolvedUnits, resolve_module
 from .objectives import Objective
 
 __all__ = [
@@ -43,10 +43,7 @@ __all__ = [
     "save_pruned",
     "load_pruned",
     "PruneError",
-    "activation_magnitude",
     "scalarise",
-    "LesionCurves",
-    "lesion_curves",
 ]
 
 
@@ -368,47 +365,6 @@ def load_pruned(path: str | Path, model: nn.Module | None = None) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- lesion curves
-def activation_magnitude(game: LesionGame) -> np.ndarray:
-    """Mean absolute activation of each player over the game's inputs (every other axis averaged).
-
-    For skipped units (router logits of experts) the mean routing probability is used instead.
-    """
-    recorded: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def hook_for(index: int, site: str):
-        def hook(module, args, output=None):
-            value = args[0] if site == "input" else output
-            if isinstance(value, (tuple, list)):
-                value = value[0]
-            recorded[index] = value.detach()
-
-        return hook
-
-    try:
-        for index, units in enumerate(game.resolved):
-            if units.spec.site == "input":
-                handles.append(units.module.register_forward_pre_hook(hook_for(index, "input")))
-            else:
-                handles.append(units.module.register_forward_hook(hook_for(index, "output")))
-        with torch.no_grad():
-            forward(game.model, game.inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    parts = []
-    for index, units in enumerate(game.resolved):
-        act = recorded[index].float()
-        if units.lesion == "skip":
-            act = act.softmax(units.axis)
-        else:
-            act = act.abs()
-        act = act.movedim(units.axis, -1)
-        act = act.reshape(-1, units.n_units, units.spec.group_size).mean(dim=(0, 2))
-        parts.append(act.cpu().numpy().astype(np.float64))
-    return np.concatenate(parts)
-
-
 def scalarise(values: torch.Tensor, intact: torch.Tensor, empty: torch.Tensor, how: str = "mean") -> np.ndarray:
     """One number per coalition for a curve: ``(c, *out) -> (c,)``.
 
@@ -424,76 +380,6 @@ def scalarise(values: torch.Tensor, intact: torch.Tensor, empty: torch.Tensor, h
         scale = float((empty.reshape(1, -1).double() - ref).norm()) or 1.0
         return (1.0 - (flat - ref).norm(dim=1) / scale).cpu().numpy()
     return flat[:, int(how)].cpu().numpy()
-
-
-@dataclass
-class LesionCurves:
-    """Performance after removing the first ``k`` units of several orders.
-
-    Attributes:
-        removed: number of units removed at each step ``(n_steps,)``.
-        curves: name -> performance ``(n_steps,)`` for the deterministic orders.
-        random_mean, random_low, random_high: mean and 95% band over random orders ``(n_steps,)``.
-        n_random: number of random orders.
-        metric: how game values were made scalar (see :func:`scalarise`).
-    """
-
-    removed: np.ndarray
-    curves: dict[str, np.ndarray]
-    random_mean: np.ndarray
-    random_low: np.ndarray
-    random_high: np.ndarray
-    n_random: int
-    metric: str
-
-
-def _steps(n: int, max_steps: int) -> np.ndarray:
-    if n + 1 <= max_steps:
-        return np.arange(n + 1)
-    return np.unique(np.round(np.linspace(0, n, max_steps)).astype(int))
-
-
-def lesion_curves(
-    game: Any,
-    orders: Mapping[str, Sequence[int]],
-    *,
-    n_players: int | None = None,
-    n_random: int = 20,
-    seed: int = 0,
-    max_steps: int = 41,
-    metric: str = "mean",
-) -> LesionCurves:
-    """Lesion curves: remove units in each order (first = removed first) and score the game.
-
-    All coalitions (every order x every step, plus ``n_random`` random orders) go to ``game`` in one
-    batched call. ``metric`` as in :func:`scalarise`.
-    """
-    n = int(n_players if n_players is not None else game.n_players)
-    steps = _steps(n, max_steps)
-    rng = np.random.default_rng(seed)
-    named = {name: np.asarray(order, dtype=np.int64) for name, order in orders.items()}
-    randoms = [rng.permutation(n) for _ in range(n_random)]
-    all_orders = list(named.values()) + randoms
-    rows = np.ones((len(all_orders), len(steps), n), dtype=bool)
-    for o, order in enumerate(all_orders):
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n)
-        rows[o] = rank[None, :] >= steps[:, None]  # unit lesioned once k > its rank
-    full = np.ones((2, n), dtype=bool)
-    full[1] = False
-    coalitions = torch.from_numpy(np.concatenate([full, rows.reshape(-1, n)]))
-    with torch.no_grad():
-        values = game(coalitions)
-    intact, empty = values[0], values[1]
-    scores = scalarise(values[2:], intact, empty, metric).reshape(len(all_orders), len(steps))
-    curves = {name: scores[i] for i, name in enumerate(named)}
-    rand = scores[len(named):]
-    if n_random:
-        mean = rand.mean(0)
-        low, high = np.quantile(rand, 0.025, axis=0), np.quantile(rand, 0.975, axis=0)
-    else:
-        mean = low = high = np.full(len(steps), np.nan)
-    return LesionCurves(steps, curves, mean, low, high, n_random, str(metric))
 
 
 # ---------------------------------------------------------------------------------------------- run planning

@@ -320,7 +320,7 @@ def top_outputs(result: Any, unit: int, *, output_labels: Sequence[str] | None =
 def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str = "Lesion curves") -> go.Figure:
     """Lesion curves: deterministic orders as lines, random orders as their mean with a shaded band.
 
-    ``curves``: :class:`msa_core.editor.LesionCurves`, or a mapping with keys ``removed``, ``curves``
+    ``curves``: a mapping (or an object with these attributes) with keys ``removed``, ``curves``
     (name -> values), ``random_mean``, ``random_low``, ``random_high`` and ``n_random``.
     """
     get = curves.get if isinstance(curves, dict) else (lambda key, default=None: getattr(curves, key, default))

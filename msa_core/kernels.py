@@ -18,6 +18,9 @@ import torch
 
 __all__ = ["accuracy_along_orders", "numba_available"]
 
+# Bytes of one input tile of every unit's margin steps: about the size of a core's L2 cache.
+_TILE_BYTES = 2**20
+
 
 @functools.lru_cache(maxsize=1)
 def _kernel():
@@ -26,29 +29,33 @@ def _kernel():
     # nnan/ninf only let LLVM vectorise the max; no reassociation, so sums stay exact in join order.
     # Layouts are class-major with inputs sorted by label, so every inner loop is a contiguous stream.
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"nnan", "ninf"})
-    def kernel(margin_steps, margin_base, weights, class_starts, permutations, values):  # pragma: no cover
+    def kernel(margin_steps, margin_base, weights, class_starts, permutations, values, tile):  # pragma: no cover
         m, n = permutations.shape
         _, n_logits, n_inputs = margin_steps.shape
         n_classes = class_starts.shape[0] - 1
-        for p in numba.prange(m):
-            margins = margin_base.copy()
-            top = np.empty(n_inputs, dtype=margin_steps.dtype)
-            for j in range(n + 1):
-                if j > 0:
-                    steps = margin_steps[permutations[p, j - 1]]
-                    for c in range(n_logits):
-                        for i in range(n_inputs):
-                            margins[c, i] += steps[c, i]
-                for i in range(n_inputs):
-                    top[i] = margins[0, i]
-                for c in range(1, n_logits):
-                    for i in range(n_inputs):
-                        top[i] = max(top[i], margins[c, i])
-                for k in range(n_classes):
-                    total = 0.0
-                    for i in range(class_starts[k], class_starts[k + 1]):
-                        total += weights[i] if top[i] <= 0 else 0.0
-                    values[p, j, k] = total
+        # inputs in tiles: one tile of every unit's steps stays in cache while all orders walk over it
+        for t0 in range(0, n_inputs, tile):
+            t1 = min(n_inputs, t0 + tile)
+            width = t1 - t0
+            for p in numba.prange(m):
+                margins = margin_base[:, t0:t1].copy()
+                top = np.empty(width, dtype=margin_steps.dtype)
+                for j in range(n + 1):
+                    if j > 0:
+                        unit = permutations[p, j - 1]
+                        for c in range(n_logits):
+                            for i in range(width):
+                                margins[c, i] += margin_steps[unit, c, t0 + i]
+                    for i in range(width):
+                        top[i] = margins[0, i]
+                    for c in range(1, n_logits):
+                        for i in range(width):
+                            top[i] = max(top[i], margins[c, i])
+                    for k in range(n_classes):
+                        total = 0.0
+                        for i in range(max(class_starts[k], t0), min(class_starts[k + 1], t1)):
+                            total += weights[i] if top[i - t0] <= 0 else 0.0
+                        values[p, j, k] += total
 
     return kernel
 
@@ -108,5 +115,6 @@ def accuracy_along_orders(
         class_starts,
         np.ascontiguousarray(permutations.detach().cpu().numpy().astype(np.int64)),
         values,
+        max(1, _TILE_BYTES // max(1, margin_steps.shape[0] * margin_steps.shape[1] * margin_steps.itemsize)),
     )
     return torch.from_numpy(values)

@@ -18,7 +18,6 @@ from msa_core.editor import (
     PruneError,
     bottom_k,
     coalition,
-    lesion_curves,
     load_mask,
     load_pruned,
     mask_to_json,
@@ -147,23 +146,7 @@ def test_pruning_refuses_what_it_cannot_write():
         pruned_model(odd, game.resolved, [0])
 
 
-def test_lesion_curves_one_call_and_shapes():
-    model, x = _mlp()
-    labels = model(x).argmax(1)
-    game = lesion_game(model, "1", x, objective=per_class_accuracy(labels, 3))
-    calls = []
-
-    def counted(c):
-        calls.append(c.shape[0])
-        return game(c)
-
-    curves = lesion_curves(counted, {"forward": list(range(8))}, n_players=8, n_random=5, max_steps=5)
-    assert len(calls) == 1
-    assert curves.removed.tolist() == [0, 2, 4, 6, 8]
-    intact = float(game(torch.ones(1, 8, dtype=torch.bool)).mean())
-    assert curves.curves["forward"][0] == pytest.approx(intact)
-    assert curves.curves["forward"][-1] == pytest.approx(float(game(torch.zeros(1, 8, dtype=torch.bool)).mean()))
-    assert curves.random_low.shape == (5,) and np.all(curves.random_low <= curves.random_high + 1e-12)
+def test_scalarise_fidelity_runs_from_intact_to_empty():
     fidelity = scalarise(torch.stack([torch.ones(3), torch.zeros(3)]), torch.ones(3), torch.zeros(3), "fidelity")
     assert fidelity.tolist() == [1.0, 0.0]
 

@@ -9,7 +9,6 @@ import torch
 
 from msa_core import ShapleyResult
 from msa_core import figures as F
-from msa_core.editor import LesionCurves
 
 
 def _result(shape=(4,), n=5, stderr=True):
@@ -86,8 +85,8 @@ def test_editor_and_output_figures():
 
 def test_lesion_curve_figure_from_either_form():
     x = np.arange(4)
-    curves = LesionCurves(x, {"Shapley": np.array([1, 0.5, 0.2, 0.1])}, np.ones(4) * 0.8, np.ones(4) * 0.7,
-                          np.ones(4) * 0.9, 10, "mean")
+    curves = {"removed": x, "curves": {"Shapley": np.array([1, 0.5, 0.2, 0.1])}, "random_mean": np.ones(4) * 0.8,
+              "random_low": np.ones(4) * 0.7, "random_high": np.ones(4) * 0.9, "n_random": 10}
     fig = F.lesion_curve_figure(curves)
     assert [t.name for t in fig.data][-1] == "Shapley" and len(fig.data) == 3
     as_dict = {"removed": x, "curves": {"a": x, "b": x}, "random_mean": x, "random_low": x, "random_high": x,

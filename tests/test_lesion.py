@@ -258,3 +258,24 @@ def test_bad_lesion_and_units_are_clear_errors():
         lesion_game(hand_mlp(), [], INPUTS)
     with pytest.raises(ValueError, match="not a multiple of group_size"):
         lesion_game(hand_mlp(), UnitSpec("1", group_size=2), INPUTS)
+
+
+def test_fused_kernel_and_tensor_fallback_give_the_same_chain_values(monkeypatch):
+    import msa_core.games as games_module
+    from msa_core import kernels
+
+    model = deep_mlp(3)
+    inputs = torch.randn(40, 6)
+    labels = model(inputs).argmax(1)
+    labels[::4] = (labels[::4] + 2) % 4
+    game = lesion_game(model, "5", inputs, objective=per_class_accuracy(labels, 4))
+    permutations = torch.stack([torch.randperm(8) for _ in range(6)])
+    assert kernels.numba_available(), "numba is a dependency: the fused kernel must compile here"
+    fused = game.evaluate_permutations(permutations)
+    monkeypatch.setattr(games_module.LesionGame, "_fused_top1", lambda self: False)
+    fallback = game.evaluate_permutations(permutations)
+    torch.testing.assert_close(fused, fallback, rtol=0, atol=1e-12)
+    slow = lesion_game(model, "5", inputs, objective=per_class_accuracy(labels, 4), fast_paths=False)
+    positions = torch.argsort(permutations, 1)
+    prefixes = torch.stack([positions < j for j in range(9)], 1).reshape(-1, 8)
+    torch.testing.assert_close(fused, slow(prefixes).reshape(fused.shape), rtol=0, atol=1e-12)

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from msa_core.editor import LesionEditor, activation_magnitude, measure_throughput
+from msa_core.editor import LesionEditor, measure_throughput
 
 from . import backend
 
@@ -120,19 +120,12 @@ def throughput(ref: str, units: tuple, objective: str | None, lesion: str | None
     return measure_throughput(game), int(game.n_players)
 
 
-@st.cache_resource(max_entries=16)
-def activations(ref: str, units: tuple, lesion: str | None) -> Any:
-    """Mean activation magnitude per unit (the activation baseline of lesion curves)."""
-    return activation_magnitude(editor(ref, units, lesion).game)
-
-
 @st.cache_data(show_spinner="Computing lesion curves...", max_entries=32)
 def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric: str) -> dict[str, Any]:
     """Lesion curves of a run: Shapley order (most and least important first), activation magnitude and
     random orders, scored on ``objective`` (any objective of the model). Plain arrays, cached per run.
 
-    Uses :mod:`msa_core.analysis` (one batched game call per family of orders); falls back to
-    :func:`msa_core.editor.lesion_curves` when that module is unavailable.
+    Uses :mod:`msa_core.analysis` (one batched game call per family of orders).
     """
     import numpy as np
     import torch
@@ -152,30 +145,17 @@ def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric:
     def reduce(values: Any) -> Any:
         return scalarise(torch.as_tensor(np.asarray(values)), intact, empty, metric)
 
-    try:
-        import msa_core.analysis as lc
+    import msa_core.analysis as lc
 
-        orders = {
-            "Shapley: most important first": lc.shapley_ranking(result),
-            "Shapley: least important first": lc.shapley_ranking(result, descending=False),
-            "activation magnitude: largest first": lc.activation_ranking(game),
-        }
-        curves = lc.lesion_curves(game, orders, reduce=reduce)
-        rnd = lc.random_lesion_curve(game, n_orders=n_random, reduce=reduce, band=(2.5, 97.5))
-        return {
-            "removed": np.arange(game.n_players + 1),
-            "curves": {name: c.values for name, c in curves.items()},
-            "random_mean": rnd.values, "random_low": rnd.lower, "random_high": rnd.upper, "n_random": n_random,
-        }
-    except ImportError:
-        from msa_core.editor import lesion_curves, top_k
-
-        curves = lesion_curves(
-            game,
-            {"Shapley: most important first": top_k(result.values, result.n_players),
-             "Shapley: least important first": top_k(result.values, result.n_players)[::-1],
-             "activation magnitude: largest first": list(np.argsort(-activation_magnitude(game), kind="stable"))},
-            n_random=n_random, metric=metric, max_steps=game.n_players + 1,
-        )
-        return {"removed": curves.removed, "curves": curves.curves, "random_mean": curves.random_mean,
-                "random_low": curves.random_low, "random_high": curves.random_high, "n_random": n_random}
+    orders = {
+        "Shapley: most important first": lc.shapley_ranking(result),
+        "Shapley: least important first": lc.shapley_ranking(result, descending=False),
+        "activation magnitude: largest first": lc.activation_ranking(game),
+    }
+    curves = lc.lesion_curves(game, orders, reduce=reduce)
+    rnd = lc.random_lesion_curve(game, n_orders=n_random, reduce=reduce, band=(2.5, 97.5))
+    return {
+        "removed": np.arange(game.n_players + 1),
+        "curves": {name: c.values for name, c in curves.items()},
+        "random_mean": rnd.values, "random_low": rnd.lower, "random_high": rnd.upper, "n_random": n_random,
+    }

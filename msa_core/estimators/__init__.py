@@ -123,7 +123,8 @@ def shapley_modes(
         seed: non-negative integer; the same seed gives the same result on any batch size.
         device: where values are accumulated (default CPU).
         progress: optional callback ``progress(done, total)`` in game evaluations.
-        unit_labels: optional labels of the players (default "0", "1", ...).
+        unit_labels: optional labels of the players (default: the game's ``unit_labels`` if it has
+            them, e.g. "1:37" for unit 37 of layer "1"; else "0", "1", ...).
         cancel: optional object with ``is_set()`` (e.g. ``threading.Event``); when set, the run stops
             with :class:`RunCancelled`.
         state, on_block: resume from / checkpoint a sampling run (see :class:`SamplingState`).
@@ -152,6 +153,9 @@ def shapley_modes(
     else:
         result = estimator.estimate(runner, n_players)
     result.elapsed_s = time.perf_counter() - started
+    if unit_labels is None:  # a lesion game knows its units' names ("<layer>:<index>")
+        game_labels = getattr(game, "unit_labels", None)
+        unit_labels = game_labels if game_labels is not None and len(game_labels) == n_players else None
     if unit_labels is not None:
         result.unit_labels = [str(label) for label in unit_labels]
     return result
