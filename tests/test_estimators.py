@@ -325,3 +325,26 @@ def test_loading_a_bad_file_is_a_clear_error(tmp_path):
         ShapleyResult.load(bad)
     with pytest.raises(FileNotFoundError):
         ShapleyResult.load(tmp_path / "missing.npz")
+
+
+def test_exact_on_a_large_output_streams_in_bounded_blocks():
+    """2^12 coalitions of a 4096-value game: blocks must be bounded by the output size, not 2^16 rows."""
+    from msa_core.estimators import base
+
+    game = random_unanimity(n=12, n_terms=6, output_shape=(64, 64), seed=1)
+    seen = []
+
+    def recording(coalitions):
+        seen.append(coalitions.shape[0])
+        return game(coalitions)
+
+    original = base.MAX_ELEMENTS_PER_CALL
+    try:
+        import msa_core.estimators.exact as exact_module
+
+        exact_module.MAX_ELEMENTS_PER_CALL = 4096 * 100  # at most 100 coalitions' values per block
+        result = shapley_modes(recording, 12, method="exact")
+    finally:
+        exact_module.MAX_ELEMENTS_PER_CALL = original
+    assert max(seen) <= 100
+    torch.testing.assert_close(result.values, game.shapley(), rtol=0, atol=1e-10)

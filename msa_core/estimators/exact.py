@@ -14,7 +14,7 @@ import time
 import torch
 
 from ..result import ShapleyResult
-from .base import GameRunner, Estimator
+from .base import MAX_ELEMENTS_PER_CALL, Estimator, GameRunner
 
 __all__ = ["ExactEstimator", "MAX_EXACT_PLAYERS", "all_coalitions"]
 
@@ -55,7 +55,8 @@ class ExactEstimator(Estimator):
         # endpoints were already evaluated: fold them in directly
         values += w_in[n] * intact.unsqueeze(0)
         values -= w_out[0] * empty.unsqueeze(0)
-        block = max(1, min(total, 2**16))
+        # bound one block's values (rows x outputs) so image games do not exhaust memory
+        block = max(1, min(total, 2**16, MAX_ELEMENTS_PER_CALL // max(1, math.prod(empty.shape))))
         for start in range(0, total, block):
             coalitions = all_coalitions(n, start, min(total, start + block))
             inner = slice(1 if start == 0 else 0, None)
