@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ __all__ = [
     "resolve_units",
     "lesion_hooks",
     "list_layers",
+    "record_activations",
     "forward",
     "repeat_rows",
 ]
@@ -194,6 +195,46 @@ def repeat_rows(inputs: Any, times: int) -> Any:
     return inputs
 
 
+def record_activations(model: nn.Module, inputs: Any, sites: Mapping[Any, tuple[nn.Module, str]]) -> tuple[dict[Any, torch.Tensor], Any]:
+    """One intact forward pass that records the first tensor seen at each site.
+
+    Args:
+        model: the model to run (under ``torch.no_grad``).
+        inputs: a tensor, a tuple of positional tensors or a dict of keyword tensors.
+        sites: key -> (module, "output" | "input"): record the module's output (forward hook) or its
+            first positional input (pre-hook). Hooks are removed in ``finally``.
+
+    Returns:
+        ``(recorded, output)``: key -> detached tensor from the module's first call (keys whose module
+        did not run are absent), and the model's output.
+    """
+    recorded: dict[Any, torch.Tensor] = {}
+    handles = []
+
+    def recorder(key: Any, site: str):
+        def hook(module, args, output=None):
+            tensor = _first_tensor(args[0] if site == "input" and args else output)
+            if tensor is not None and key not in recorded:
+                recorded[key] = tensor.detach()
+
+        return hook
+
+    try:
+        for key, (module, site) in sites.items():
+            if site == "input":
+                handles.append(module.register_forward_pre_hook(recorder(key, "input")))
+            elif site == "output":
+                handles.append(module.register_forward_hook(recorder(key, "output")))
+            else:
+                raise ValueError(f"site must be 'output' or 'input'; got {site!r}")
+        with torch.no_grad():
+            output = forward(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return recorded, output
+
+
 def resolve_units(
     model: nn.Module,
     units: str | UnitSpec | Sequence[str | UnitSpec],
@@ -213,31 +254,9 @@ def resolve_units(
     if len({(s.path, s.site) for s in specs}) != len(specs):
         raise ValueError("the same layer is named twice in units")
     modules = [resolve_module(model, spec.path) for spec in specs]
-    recorded: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def recorder(index: int, site: str):
-        def hook(module, args, output=None):
-            value = args[0] if site == "input" and args else output
-            tensor = _first_tensor(value)
-            if tensor is not None:
-                recorded[index] = tensor.detach()
-
-        return hook
-
-    try:
-        for index, (spec, module) in enumerate(zip(specs, modules)):
-            if spec.site == "input":
-                handles.append(module.register_forward_pre_hook(recorder(index, "input")))
-            elif spec.site == "output":
-                handles.append(module.register_forward_hook(recorder(index, "output")))
-            else:
-                raise ValueError(f"site must be 'output' or 'input'; got {spec.site!r}")
-        with torch.no_grad():
-            output = forward(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    recorded, output = record_activations(
+        model, inputs, {index: (module, spec.site) for index, (spec, module) in enumerate(zip(specs, modules))}
+    )
 
     resolved = []
     for index, (spec, module) in enumerate(zip(specs, modules)):
@@ -374,29 +393,12 @@ def list_layers(model: nn.Module, example_inputs: Any) -> list[LayerInfo]:
     Returns:
         A list of :class:`LayerInfo` in forward order.
     """
-    shapes: dict[str, torch.Tensor] = {}
-    order: list[str] = []
-    handles = []
-
-    def recorder(name: str):
-        def hook(module, args, output):
-            tensor = _first_tensor(output)
-            if tensor is not None and name not in shapes:
-                shapes[name] = tensor.detach()
-                order.append(name)
-
-        return hook
-
     modules = dict(model.named_modules())
-    try:
-        for name, module in modules.items():
-            if name:
-                handles.append(module.register_forward_hook(recorder(name)))
-        with torch.no_grad():
-            forward(model, example_inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    shapes, _ = record_activations(
+        model, example_inputs, {name: (module, "output") for name, module in modules.items() if name}
+    )
+    order = list(shapes)  # insertion order = the order modules first produced output
+
     layers = []
     for name in order:
         module, activation = modules[name], shapes[name]

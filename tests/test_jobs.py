@@ -52,11 +52,8 @@ RECIPE = textwrap.dedent(
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here runs tiny models: one torch thread (see conftest)."""
 
 
 @pytest.fixture()

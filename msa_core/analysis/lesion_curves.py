@@ -264,34 +264,14 @@ def unit_activations(game: Any) -> np.ndarray:
     ``finally``. A unit's activation is averaged over every axis except its unit axis (inputs,
     positions, pixels); grouped units (``group_size > 1``) average over their group.
     """
-    from ..lesion import _first_tensor, forward
+    from ..lesion import record_activations
 
     resolved = getattr(game, "resolved", None)
     if resolved is None or not hasattr(game, "model") or not hasattr(game, "inputs"):
         raise TypeError("activation ranking needs a LesionGame (with .model, .inputs and .resolved)")
-    recorded: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def recorder(index: int, site: str):
-        def hook(module, args, output=None):
-            value = args[0] if site == "input" else output
-            tensor = _first_tensor(value)
-            if tensor is not None and index not in recorded:
-                recorded[index] = tensor.detach()
-
-        return hook
-
-    try:
-        for index, units in enumerate(resolved):
-            if units.spec.site == "input":
-                handles.append(units.module.register_forward_pre_hook(recorder(index, "input")))
-            else:
-                handles.append(units.module.register_forward_hook(recorder(index, "output")))
-        with torch.no_grad():
-            forward(game.model, game.inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    recorded, _ = record_activations(
+        game.model, game.inputs, {index: (units.module, units.spec.site) for index, units in enumerate(resolved)}
+    )
     means = []
     for index, units in enumerate(resolved):
         activation = recorded[index].to(torch.float64).abs()

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..lesion import LayerInfo, UnitSpec, forward
+from ..lesion import LayerInfo, UnitSpec, record_activations
 from .files import Tap
 from .lm_objectives import MeanLogLikelihood, NextTokenLogProb
 from .subject import (
@@ -167,24 +167,8 @@ def _head_layers(model: nn.Module, inputs: Any, config: Any) -> list[SpecLayerIn
     if not head_dim:
         return []
     found = {name: module for name, module in model.named_modules() if _ATTENTION_OUT.match(name)}
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-
-    def recorder(name: str):
-        def hook(module, args):
-            if args and isinstance(args[0], torch.Tensor) and name not in shapes:
-                shapes[name] = tuple(args[0].shape)
-
-        return hook
-
-    try:
-        for name, module in found.items():
-            handles.append(module.register_forward_pre_hook(recorder(name)))
-        with torch.no_grad():
-            forward(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    recorded, _ = record_activations(model, inputs, {name: (module, "input") for name, module in found.items()})
+    shapes = {name: tuple(tensor.shape) for name, tensor in recorded.items()}
     rows = []
     for name in found:
         shape = shapes.get(name)
