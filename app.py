@@ -34,21 +34,22 @@ with st.sidebar:
     builtins: list[tuple[str, str]] = []
     with shown("Listing the built-in models"):
         builtins = list(list_builtins())
-    names = [name for name, _ in builtins]
-    options = names + [ref for ref in st.session_state.get(state.EXTRA_MODELS, []) if ref not in names]
-    if state.model() not in options:
-        options.append(state.model())
-    model_key = f"sidebar_model_{state.model()}"
+    options = [(name, None) for name, _ in builtins]
+    options += [choice for choice in st.session_state.get(state.EXTRA_MODELS, []) if choice not in options]
+    if state.choice() not in options:
+        options.append(state.choice())
+    model_key = f"sidebar_model_{state.model()}_{state.inputs()}"
     st.selectbox(
         "Model",
         options,
-        index=options.index(state.model()),
+        index=options.index(state.choice()),
+        format_func=lambda choice: choice[0] if not choice[1] else f"{choice[0]} (inputs {os.path.basename(choice[1])})",
         help="A built-in model, or one you loaded on the Model page.",
         key=model_key,
-        on_change=lambda: state.set_model(st.session_state[model_key]),
+        on_change=lambda: state.set_model(*st.session_state[model_key]),
     )
 
-    records = resources.runs_for(state.model())
+    records = resources.runs_for(*state.choice())
     ids = [None] + [r.id for r in records]
     labels = {None: "(no run selected)"}
     for r in records:
@@ -61,7 +62,7 @@ with st.sidebar:
         ids.append(state.run_id())
         labels[state.run_id()] = state.run_id()[:8]
         current = state.run_id()
-    run_key = f"sidebar_run_{state.model()}_{current}_{len(ids)}"
+    run_key = f"sidebar_run_{state.model()}_{state.inputs()}_{current}_{len(ids)}"
     st.selectbox(
         "Run",
         ids,

@@ -3,11 +3,15 @@
 ::
 
     msa models                          # built-in models with one-line descriptions
-    msa layers MODEL                    # lesionable layers: path, unit kind, count, output shape
-    msa run MODEL [--layer PATH ...] [--objective NAME] [--lesion zero|mean|skip]
+    msa layers MODEL [--inputs FILE]    # lesionable layers: path, unit kind, count, output shape
+    msa run MODEL [--inputs FILE] [--layer PATH ...] [--objective NAME] [--lesion zero|mean|skip]
             [--method exact|permutation|antithetic|owen] [--permutations M] [--seed S]
             [--device cpu|cuda] [--backend local|ray] [--address ADDR] [--no-cache] [--out FILE.npz]
     msa runs list | show ID | export ID FILE | delete ID | import FILE
+
+``--inputs FILE``: example inputs (a ``.npz`` with ``x`` or ``inputs``, and optionally ``labels``/``y``
+for a per-class accuracy objective, or a ``.pt`` tensor file); a TorchScript ``.pt`` model needs it.
+The spec keeps the file's absolute path; the run key depends on its content, not on its path.
 
 Runs live in the store under ``$MSA_HOME`` (or the user cache directory), shared with the app. Bad
 arguments print one line ``msa: error: ...`` and exit with status 2; nothing is half-written.
@@ -90,13 +94,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _build_layers(sub: Any) -> None:
     parser = sub.add_parser("layers", help="list a model's lesionable layers")
     parser.add_argument("model", help="built-in name, model file, recipe (module:function or file.py:function)")
+    parser.add_argument("--inputs", default=None, metavar="FILE",
+                        help="example inputs: .npz (x, optional labels) or .pt tensor file; needed by TorchScript .pt models")
     parser.set_defaults(func=_cmd_layers)
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    from .runs import load_subject
-
-    subject = load_subject(args.model)
+    inputs = _check_inputs(args.inputs)
+    subject = _load_subject(args.model, inputs)
     defaults = {u if isinstance(u, str) else getattr(u, "path", "") for u in subject.default_units}
     rows = [
         [layer.path + (" *" if layer.path in defaults else ""), layer.unit_kind, str(layer.n_units),
@@ -114,6 +119,8 @@ def _build_run(sub: Any) -> None:
 
     parser = sub.add_parser("run", help="compute (or fetch from the store) the Shapley modes of a model's units")
     parser.add_argument("model", help="built-in name, model file, recipe (module:function or file.py:function)")
+    parser.add_argument("--inputs", default=None, metavar="FILE",
+                        help="example inputs: .npz (x, optional labels) or .pt tensor file; needed by TorchScript .pt models")
     parser.add_argument("--layer", action="append", dest="layers", metavar="PATH",
                         help="layer whose units are the players (repeat for several; default: the model's)")
     parser.add_argument("--objective", help="objective name (default: the model's)")
@@ -129,6 +136,42 @@ def _build_run(sub: Any) -> None:
     parser.add_argument("--no-cache", action="store_true", help="recompute and replace the stored run")
     parser.add_argument("--out", default=None, metavar="FILE.npz", help="also write the result to this .npz file")
     parser.set_defaults(func=_cmd_run)
+
+
+def _check_inputs(path: str | None) -> str | None:
+    """``--inputs``: None, or the file's absolute path (so the app and later commands run from another
+    folder find it); a missing file is a usage error before anything is loaded."""
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        where = "a folder" if file.is_dir() else "no file"
+        raise UsageError(f"--inputs: {where} at {str(file)!r} (give a .npz or .pt tensor file)")
+    return str(file.resolve())
+
+
+def _model_ref(model: str) -> str:
+    """A model file or folder given by a relative path becomes absolute in the spec (so the app, Ray
+    workers and later commands run from another folder find it); names and recipes stay as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+def _with_inputs_hint(error: Exception) -> Exception:
+    """The loader's "needs example inputs: pass inputs=..." message, pointed at the CLI's flag."""
+    message = " ".join(str(error.args[0] if isinstance(error, KeyError) and error.args else error).split())
+    if "needs example inputs" in message or "saved no example inputs" in message:
+        return UsageError(f"{message} (use --inputs FILE)")
+    return error
+
+
+def _load_subject(model: str, inputs: str | None) -> Any:
+    from .runs import load_subject
+
+    try:
+        return load_subject(model, inputs=inputs)
+    except ValueError as error:
+        raise _with_inputs_hint(error) from None
 
 
 def _check_out(path: str | None) -> Path | None:
@@ -159,8 +202,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.address and args.backend != "ray":
         raise UsageError("--address is only used with --backend ray")
     out = _check_out(args.out)
+    inputs = _check_inputs(args.inputs)
     spec = RunSpec(
-        model=args.model,
+        model=_model_ref(args.model),
+        inputs=inputs,
         units=tuple(args.layers) if args.layers else None,
         objective=args.objective,
         lesion=args.lesion,
@@ -171,7 +216,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         label=args.label,
     )
-    resolved = resolve(spec)  # loads the model; bad layer/objective/device fail here, before any work
+    try:
+        resolved = resolve(spec)  # loads the model; bad layer/objective/device fail here, before any work
+    except ValueError as error:
+        raise _with_inputs_hint(error) from None
     store = _store()
     bar = None
     found = None if args.no_cache else store.get_exact(resolved.key)
@@ -273,6 +321,7 @@ def _cmd_runs_show(args: argparse.Namespace) -> int:
         f"label       {record.label}",
         f"created     {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record.created))}",
         f"model       {record.spec.model}",
+        *([f"inputs      {record.spec.inputs}"] if record.spec.inputs else []),
         f"units       {p.get('units_text', '')} ({result.n_players} players)",
         f"objective   {p.get('objective', '')}",
         f"lesion      {record.spec.lesion}",

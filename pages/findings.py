@@ -19,7 +19,7 @@ if record is not None:
     with shown("Analysing the run"):
         from msa_core.analysis import concentration_table
 
-        subject = resources.subject(record.spec.model)
+        subject = resources.subject(record.spec.model, record.spec.inputs)
         labels = subject.objective_labels(record.spec.objective or subject.default_objective)
         flat = record.result.values.reshape(record.result.n_players, -1).shape[1]
         if flat <= 64:

@@ -20,7 +20,7 @@ if record is None:
 
 subject = None
 with shown(f"Loading model {record.spec.model!r}"):
-    subject = resources.subject(record.spec.model)
+    subject = resources.subject(record.spec.model, record.spec.inputs)
 if subject is None:
     st.stop()
 

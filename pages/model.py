@@ -15,6 +15,20 @@ from ui.errors import shown
 state.page_setup()
 st.title("Model")
 
+def _save_upload(upload) -> str:
+    """Keep an uploaded file under the uploads folder (content-addressed name); its path."""
+    folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = upload.getvalue()
+    target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{Path(upload.name).name}"
+    target.write_bytes(data)
+    return str(target)
+
+
+INPUTS_HELP = ("Example inputs, inputs on axis 0: a .npz (one array, or `x` / `inputs`; `labels` or `y` adds a "
+               "per-class accuracy objective) or a .pt tensor file. TorchScript models need them; other models use "
+               "their own inputs when none are given.")
+
 with st.expander("Load another model", expanded=False):
     tab_builtin, tab_upload, tab_path = st.tabs(["Built-in", "Upload a file", "Path, recipe or Hugging Face folder"])
     with tab_builtin:
@@ -28,32 +42,34 @@ with st.expander("Load another model", expanded=False):
                 st.rerun()
             cols[1].caption(description)
     with tab_upload:
-        st.caption("A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most 200 MB.")
+        st.caption("A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most 200 MB, and its example inputs "
+                   "(TorchScript needs them; a .pt2 saved with example inputs does not).")
         upload = st.file_uploader("Model file", type=["pt", "pth", "ts", "pt2", "jit"], key="upload_model")
+        upload_inputs = st.file_uploader("Example inputs (optional for .pt2)", type=["npz", "pt"], key="upload_inputs",
+                                         help=INPUTS_HELP)
         if upload is not None and st.button("Load the uploaded model", type="primary"):
-            folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
-            folder.mkdir(parents=True, exist_ok=True)
-            data = upload.getvalue()
-            target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{Path(upload.name).name}"
-            target.write_bytes(data)
-            ref = str(target)
             with shown(f"Loading {upload.name}"):
-                resources.subject(ref)
-                state.set_model(ref)
+                ref = _save_upload(upload)
+                inputs_file = _save_upload(upload_inputs) if upload_inputs is not None else None
+                resources.subject(ref, inputs_file)
+                state.set_model(ref, inputs_file)
                 st.rerun()
     with tab_path:
         st.caption("A model file path, a recipe (`package.module:function` or `file.py:function` returning a model "
                    "and inputs), or a local Hugging Face model folder.")
         ref = st.text_input("Model reference", key="model_ref_input", placeholder="e.g. recipes/my_model.py:build")
+        inputs_path = st.text_input("Example inputs file (optional)", key="model_inputs_input",
+                                    placeholder="e.g. data/inputs.npz", help=INPUTS_HELP)
         if st.button("Load", disabled=not ref.strip()):
             with shown(f"Loading {ref.strip()}"):
-                resources.subject(ref.strip())
-                state.set_model(ref.strip())
+                inputs_file = str(Path(inputs_path.strip()).expanduser().resolve()) if inputs_path.strip() else None
+                resources.subject(ref.strip(), inputs_file)
+                state.set_model(ref.strip(), inputs_file)
                 st.rerun()
 
 subject = None
 with shown(f"Loading model {state.model()!r}"):
-    subject = resources.subject(state.model())
+    subject = resources.subject(*state.choice())
 if subject is None:
     st.info("Pick a built-in model in the sidebar or above.")
     st.stop()
@@ -83,9 +99,11 @@ with left:
     shape = getattr(subject.inputs, "shape", None)
     st.caption(f"{shape[0]} evaluation inputs, each of shape {tuple(shape[1:])}." if shape is not None
                else f"Evaluation inputs: {type(subject.inputs).__name__}.")
+    if state.inputs():
+        st.caption(f"Inputs file: `{state.inputs()}`.")
     st.markdown("#### Default output")
     with shown("Scoring the intact model"):
-        scores = resources.editor(state.model(), (), None).intact.scores
+        scores = resources.editor(state.model(), (), None, inputs=state.inputs()).intact.scores
         small = {name: value for name, value in scores.items() if value.numel() <= 64}
         for name, value in small.items():
             labels = None

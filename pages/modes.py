@@ -19,7 +19,7 @@ if record is None:
 result = record.result
 labels = None
 with shown("Reading the output labels"):
-    subject = resources.subject(record.spec.model)
+    subject = resources.subject(record.spec.model, record.spec.inputs)
     labels = subject.objective_labels(record.spec.objective or subject.default_objective)
 
 c1, c2, c3, c4 = st.columns(4)

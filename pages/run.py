@@ -17,7 +17,7 @@ st.title("Run")
 
 subject = None
 with shown(f"Loading model {state.model()!r}"):
-    subject = resources.subject(state.model())
+    subject = resources.subject(*state.choice())
 if subject is None:
     st.stop()
 
@@ -108,7 +108,8 @@ with right:
 n_players = None
 rate = None
 with shown("Estimating the cost"):
-    rate, n_players = resources.throughput(state.model(), resources.game_units(subject, units), objective, lesion)
+    rate, n_players = resources.throughput(state.model(), resources.game_units(subject, units), objective, lesion,
+                                           state.inputs())
 if n_players is not None:
     too_big = method == "exact" and n_players > MAX_EXACT_PLAYERS
     evaluations = planned_evaluations(method, n_players, int(n_perm)) if not too_big else None
@@ -124,7 +125,7 @@ if n_players is not None:
                        disabled=too_big or bool(job_id) or (pick == "custom layers" and units is None))
     if launch:
         spec = RunSpec(model=state.model(), units=units, objective=objective, lesion=lesion, method=method,
-                       n_permutations=int(n_perm), seed=int(seed), label=label)
+                       n_permutations=int(n_perm), seed=int(seed), label=label, inputs=state.inputs())
         with shown("Launching the run"):
             st.session_state[state.JOB] = resources.runner().submit(spec)
             st.session_state[state.JOB_SPEC] = spec
@@ -132,7 +133,7 @@ if n_players is not None:
 
 # ------------------------------------------------------------------ cached runs
 st.markdown("#### Stored runs of this model")
-records = resources.runs_for(state.model())
+records = resources.runs_for(*state.choice())
 if not records:
     st.caption("None yet: launch one above (the default budget finishes in seconds).")
 else:

@@ -60,3 +60,29 @@ class TableGame:
     def __call__(self, coalitions: torch.Tensor) -> torch.Tensor:
         codes = (coalitions.long() * self.powers).sum(1)
         return self.table[codes]
+
+
+def save_torchscript_and_inputs(folder, seed: int = 0, n: int = 10, inputs_name: str | None = None):
+    """A tiny Linear(5, 6)-ReLU-Linear(6, 3) saved with ``torch.jit.save`` and an inputs ``.npz``
+    (``x`` float32 ``(n, 5)``, ``labels`` int64 ``(n,)``): a model that needs an inputs file.
+
+    Returns ``(model, pt_path, npz_path)``; the weights do not depend on ``seed``, the inputs do.
+    """
+    import warnings
+    from pathlib import Path
+
+    import numpy as np
+    from torch import nn
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    pt = folder / "tiny_script.pt"
+    with warnings.catch_warnings():  # torch.jit is deprecated in recent torch; TorchScript files still exist
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(pt))
+    rng = np.random.default_rng(seed)
+    npz = folder / (inputs_name or f"inputs_{seed}.npz")
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(npz, x=rng.standard_normal((n, 5)).astype(np.float32), labels=(np.arange(n) % 3).astype(np.int64))
+    return model, pt, npz

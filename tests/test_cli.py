@@ -14,6 +14,8 @@ import torch
 from msa_core.cli import SUBCOMMANDS, main
 from msa_core.runs import RunStore
 
+from .games_for_tests import save_torchscript_and_inputs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = textwrap.dedent(
@@ -163,3 +165,64 @@ def test_module_entry_point_in_a_subprocess_imports_neither_streamlit_nor_ray(tm
                           env={**__import__("os").environ, "MSA_HOME": str(tmp_path / "h"), "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert "mlp-digits" in done.stdout
+
+
+@pytest.fixture()
+def torchscript(tmp_path: Path) -> tuple[str, str]:
+    """A tiny Linear-ReLU-Linear TorchScript file and an inputs .npz (x float32, labels int64)."""
+    _, pt, npz = save_torchscript_and_inputs(tmp_path, inputs_name="data/inputs.npz")
+    return str(pt), str(npz)
+
+
+def test_torchscript_model_with_inputs(capsys, torchscript, tmp_path, home, monkeypatch):
+    pt, npz = torchscript
+    code, out, err = run(capsys, "layers", pt, "--inputs", npz)
+    assert code == 0, err
+    paths = [line.split()[0] for line in out.splitlines()[1:-1]]
+    assert paths == ["0", "ops.relu", "2"]
+    assert "10x6" in next(line for line in out.splitlines() if line.startswith("ops.relu"))
+
+    monkeypatch.chdir(tmp_path / "data")  # a relative --inputs is stored as an absolute path
+    code, out, err = run(capsys, "run", pt, "--inputs", "inputs.npz", "--method", "exact", "--layer", "ops.relu")
+    assert code == 0, err
+    run_id = out.strip()
+    assert len(run_id) == 64
+    record = RunStore(home).get(run_id)
+    assert record.spec.inputs == npz and Path(record.spec.inputs).is_absolute()
+    assert record.params["objective"] == "per-class accuracy" and record.result.n_players == 6
+    assert record.result.efficiency_gap() < 1e-9
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "run", pt, "--inputs", npz, "--method", "exact", "--layer", "ops.relu")
+    assert code == 0 and out.strip() == run_id and "found in the store" in err
+    code, out, _ = run(capsys, "runs", "show", run_id[:8])
+    assert code == 0 and f"inputs      {npz}" in out.splitlines()
+
+
+@pytest.mark.parametrize("command", ["run", "layers"])
+def test_torchscript_without_or_with_a_missing_inputs_file_is_one_line_and_status_2(capsys, torchscript, tmp_path,
+                                                                                    home, command):
+    pt, _ = torchscript
+    extra = ["--method", "exact"] if command == "run" else []
+    for argv, message in [
+        ([command, pt, *extra], "needs example inputs"),
+        ([command, pt, "--inputs", str(tmp_path / "missing.npz"), *extra], "--inputs: no file at"),
+        ([command, pt, "--inputs", str(tmp_path), *extra], "--inputs: a folder at"),
+    ]:
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and err.startswith("msa: error: ") and message in err, err
+        assert "--inputs" in err and "Traceback" not in err
+    assert RunStore(home).list() == []
+
+
+def test_missing_inputs_file_fails_before_loading_the_model(capsys, tmp_path, monkeypatch):
+    import msa_core.runs as runs
+
+    def loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(runs, "load_subject", loading)
+    monkeypatch.setattr(runs, "resolve", loading)
+    for command in ("run", "layers"):
+        code, _, err = run(capsys, command, "mlp-digits", "--inputs", str(tmp_path / "nope.npz"))
+        assert code == 2 and "--inputs: no file at" in err, err

@@ -20,6 +20,8 @@ from msa_core import shapley_modes
 from msa_core.runs import RunRecord, RunSpec, RunStore, default_root, execute, resolve, run_key
 from msa_core.runs.store import RunNotFound
 
+from .games_for_tests import save_torchscript_and_inputs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = textwrap.dedent(
@@ -329,3 +331,91 @@ def test_record_json_roundtrip(recipe, store):
     assert record.result.stderr is None and record.params["n_evaluations"] == 2**16
     copy = RunRecord.from_json(json.loads(json.dumps(record.to_json())))
     assert copy.id == record.id and copy.spec == record.spec and copy.params == record.params
+
+
+# ---------------------------------------------------------------------------------------- inputs files
+_torchscript_and_inputs = save_torchscript_and_inputs
+
+
+def test_spec_inputs_validation_and_round_trip():
+    spec = RunSpec("model.pt", units=("ops.relu",), inputs="/data/x.npz", method="exact")
+    assert spec.validate() is spec
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert data["inputs"] == "/data/x.npz"
+    assert RunSpec.from_dict(data) == spec
+    old = {k: v for k, v in data.items() if k != "inputs"}  # a record stored before the field existed
+    assert RunSpec.from_dict(old).inputs is None and RunSpec.from_dict(old) == spec.replace(inputs=None)
+    assert RunSpec("mlp-digits", n_permutations=3).inputs is None  # positional model still works
+    for bad in ("", "   ", 3, ("a.npz",)):
+        with pytest.raises(ValueError, match="inputs must be None or a non-empty path"):
+            RunSpec("model.pt", inputs=bad).validate()
+
+
+def test_torchscript_model_with_an_inputs_file_runs_and_is_cached(store, tmp_path):
+    model, pt, npz = _torchscript_and_inputs(tmp_path)
+    with pytest.raises(ValueError, match="needs example inputs"):
+        execute(RunSpec(str(pt), units=("ops.relu",), method="exact"), store)
+    spec = RunSpec(str(pt), inputs=str(npz), units=("ops.relu",), method="exact")
+    assert resolve(spec).objective == "per-class accuracy"  # the labels in the .npz reached the subject
+    record = execute(spec.replace(objective="output"), store)
+    result = record.result
+    assert not record.params["cached"] and result.n_players == 6 and result.n_evaluations == 2**6
+    x = torch.from_numpy(np.load(npz)["x"])
+    with torch.no_grad():
+        assert torch.allclose(result.intact.float(), model(x), atol=1e-5)  # v(N): the model on these inputs
+        assert torch.allclose(result.empty.float(), model[2].bias.expand(10, 3), atol=1e-5)  # ReLU zeroed
+    assert not torch.allclose(result.intact, result.empty)
+    torch.testing.assert_close(result.values.sum(0), result.intact - result.empty, atol=1e-9, rtol=0)  # efficiency
+    assert record.spec.inputs == str(npz) and result.metadata["inputs"] == str(npz)
+
+    again = execute(spec.replace(objective="output", label="again"), store)
+    assert again.params["cached"] and again.id == record.id
+    assert torch.equal(again.result.values, result.values)
+    from msa_core.runs import JobRunner
+
+    runner = JobRunner(store)  # the job runner resolves with the inputs too
+    try:
+        status = runner.wait(runner.submit(spec.replace(objective="output")), timeout=30)
+    finally:
+        runner.shutdown()
+    assert status.state == "done" and status.cached and status.run_id == record.id
+
+    plain = store.import_(result.save(tmp_path / "plain.npz"))  # a bare result file keeps its inputs
+    assert plain.spec.inputs == str(npz)
+
+
+def test_run_key_follows_the_inputs_content_not_their_path(tmp_path):
+    _, pt, npz = _torchscript_and_inputs(tmp_path)
+    spec = RunSpec(str(pt), inputs=str(npz), units=("0",), n_permutations=5)
+    key = run_key(spec)
+    moved = tmp_path / "elsewhere" / "copy.npz"
+    moved.parent.mkdir()
+    moved.write_bytes(npz.read_bytes())
+    assert run_key(spec.replace(inputs=str(moved))) == key  # same content at another path: same run
+    _, _, other = _torchscript_and_inputs(tmp_path, seed=1)
+    assert run_key(spec.replace(inputs=str(other))) != key  # other inputs: another run
+    with np.load(npz) as arrays:
+        relabelled = tmp_path / "relabelled.npz"
+        np.savez(relabelled, x=arrays["x"], labels=arrays["labels"][::-1].copy())
+    assert run_key(spec.replace(inputs=str(relabelled))) != key  # same x, other labels: another objective
+    assert run_key(spec.replace(inputs=str(relabelled), objective="output")) == run_key(spec.replace(objective="output"))
+
+
+def test_ray_worker_block_rebuilds_the_subject_with_its_inputs(tmp_path):
+    """compute_block (what a Ray task runs; no Ray needed) loads the inputs file and checks the driver's key."""
+    from msa_core.runs.ray_backend import compute_block
+
+    _, pt, npz = _torchscript_and_inputs(tmp_path)
+    spec = RunSpec(str(pt), inputs=str(npz), units=("ops.relu",), objective="output", n_permutations=4, seed=2)
+    resolved = resolve(spec)
+    local = shapley_modes(resolved.game(), 6, n_permutations=4, seed=2)
+    empty, intact = local.empty.numpy(), local.intact.numpy()
+    state, evaluations, _ = compute_block(spec.to_dict(), 0, 4, empty, intact, False, resolved.key)
+    assert evaluations == 4 * 5
+    from msa_core.accumulate import MomentAccumulator
+
+    accumulator = MomentAccumulator.from_state_dict({k: v for k, v in state.items()})
+    assert torch.allclose(accumulator.mean.reshape(local.values.shape), local.values)
+    _, _, other = _torchscript_and_inputs(tmp_path, seed=1)
+    with pytest.raises(ValueError, match="differs from the driver's"):  # another file at the worker's path
+        compute_block(spec.replace(inputs=str(other)).to_dict(), 0, 4, empty, intact, False, resolved.key)

@@ -14,9 +14,10 @@ from . import backend
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
-def subject(ref: str) -> Any:
-    """The :class:`~msa_core.models.Subject` for a model reference (loaded once per server)."""
-    return backend.load_subject(ref)
+def subject(ref: str, inputs: str | None = None) -> Any:
+    """The :class:`~msa_core.models.Subject` for a model reference and optional example-inputs file
+    (loaded once per server)."""
+    return backend.load_subject(ref, inputs=inputs or None)
 
 
 @st.cache_resource
@@ -41,10 +42,10 @@ def record(run_id: str | None) -> Any:
         return None
 
 
-def runs_for(ref: str) -> list[Any]:
-    """Stored runs of one model, newest first."""
+def runs_for(ref: str, inputs: str | None = None) -> list[Any]:
+    """Stored runs of one model (with these example inputs), newest first."""
     try:
-        records = [r for r in store().list() if r.spec.model == ref]
+        records = [r for r in store().list() if r.spec.model == ref and (r.spec.inputs or None) == (inputs or None)]
     except Exception:  # noqa: BLE001
         return []
     return sorted(records, key=lambda r: r.created, reverse=True)
@@ -80,14 +81,15 @@ def raw_objective(subj: Any) -> str | None:
 
 
 @st.cache_resource(show_spinner="Preparing the editor...", max_entries=6)
-def editor(ref: str, units: tuple, lesion: str | None, objective: str | None = None) -> LesionEditor:
+def editor(ref: str, units: tuple, lesion: str | None, objective: str | None = None,
+           inputs: str | None = None) -> LesionEditor:
     """A :class:`~msa_core.editor.LesionEditor` of ``ref`` for these units.
 
     ``objective=None``: the game is the raw model output, and every other objective of the subject that
     runs on the same inputs is scored from it; otherwise the game of that objective (e.g.
     ``"token log-prob:hello"``) with no extra scores.
     """
-    subj = subject(ref)
+    subj = subject(ref, inputs)
     units_arg = list(units) if units else None
     if objective is not None:
         return LesionEditor(subj.game(units=units_arg, objective=objective, lesion=lesion))
@@ -114,9 +116,10 @@ def editor(ref: str, units: tuple, lesion: str | None, objective: str | None = N
 
 
 @st.cache_resource(max_entries=16)
-def throughput(ref: str, units: tuple, objective: str | None, lesion: str | None) -> tuple[float, int]:
+def throughput(ref: str, units: tuple, objective: str | None, lesion: str | None,
+               inputs: str | None = None) -> tuple[float, int]:
     """(evaluations per second, number of players) of a game, measured once."""
-    game = subject(ref).game(units=list(units) if units else None, objective=objective, lesion=lesion)
+    game = subject(ref, inputs).game(units=list(units) if units else None, objective=objective, lesion=lesion)
     return measure_throughput(game), int(game.n_players)
 
 
@@ -133,7 +136,7 @@ def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric:
     from msa_core.editor import scalarise
 
     rec = record(run_id)
-    subj = subject(rec.spec.model)
+    subj = subject(rec.spec.model, rec.spec.inputs)
     units = game_units(subj, rec.spec.units)
     game = subj.game(units=list(units) if units else None, objective=objective, lesion=rec.spec.lesion)
     result = rec.result

@@ -1,6 +1,7 @@
 """Session-state keys and the sync between session state and the URL (``st.query_params``).
 
-The URL holds the current model (``?model=``) and run (``&run=``); the page is the URL path of
+The URL holds the current model (``?model=``), its example-inputs file when it has one
+(``&inputs=``: TorchScript files need one) and run (``&run=``); the page is the URL path of
 ``st.navigation``. A link therefore reopens the same view for a collaborator on the same server.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 MODEL = "msa_model"
+INPUTS = "msa_inputs"
 RUN = "msa_run"
 JOB = "msa_job"
 JOB_SPEC = "msa_job_spec"
@@ -25,10 +27,9 @@ def init() -> None:
         return
     params = st.query_params
     state[MODEL] = params.get("model") or DEFAULT_MODEL
+    state[INPUTS] = params.get("inputs") or None
     state[RUN] = params.get("run") or None
-    state[EXTRA_MODELS] = []
-    if state[MODEL] not in state[EXTRA_MODELS]:
-        state[EXTRA_MODELS].append(state[MODEL])
+    state[EXTRA_MODELS] = [(state[MODEL], state[INPUTS])]
     state["_msa_init"] = True
 
 
@@ -37,20 +38,32 @@ def model() -> str:
     return st.session_state.get(MODEL) or DEFAULT_MODEL
 
 
+def inputs() -> str | None:
+    """The current model's example-inputs file (None: the model's own inputs)."""
+    return st.session_state.get(INPUTS) or None
+
+
+def choice() -> tuple[str, str | None]:
+    """``(model reference, inputs file or None)``: what the sidebar's model picker holds."""
+    return model(), inputs()
+
+
 def run_id() -> str | None:
     """The current run id (None: no run selected)."""
     return st.session_state.get(RUN)
 
 
-def set_model(ref: str) -> None:
-    """Switch model: forgets the run and the editor's lesions."""
-    if st.session_state.get(MODEL) != ref:
+def set_model(ref: str, inputs_file: str | None = None) -> None:
+    """Switch model (and its example-inputs file): forgets the run and the editor's lesions."""
+    inputs_file = inputs_file or None
+    if st.session_state.get(MODEL) != ref or (st.session_state.get(INPUTS) or None) != inputs_file:
         st.session_state[MODEL] = ref
+        st.session_state[INPUTS] = inputs_file
         st.session_state[RUN] = None
         st.session_state[LESIONED] = {}
     extra = st.session_state.setdefault(EXTRA_MODELS, [])
-    if ref not in extra:
-        extra.append(ref)
+    if (ref, inputs_file) not in extra:
+        extra.append((ref, inputs_file))
 
 
 def set_run(run: str | None) -> None:
@@ -61,6 +74,8 @@ def set_run(run: str | None) -> None:
 def sync_query() -> None:
     """Write the current model and run into the URL (only when they changed)."""
     wanted = {"model": model()}
+    if inputs():
+        wanted["inputs"] = inputs()
     if run_id():
         wanted["run"] = run_id()
     if dict(st.query_params) != wanted:

@@ -202,6 +202,8 @@ def execute(
             "output_labels": _output_labels(resolved),
         }
     )
+    if spec.inputs is not None:
+        result.metadata["inputs"] = spec.inputs
     params = {
         "fingerprint": resolved.subject.fingerprint,
         "units": resolved.document["units"],

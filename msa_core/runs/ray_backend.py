@@ -3,9 +3,11 @@
 The driver computes ``v(empty)`` and ``v(N)`` once, cuts the sample units into exactly the blocks
 that :meth:`SamplingEstimator.estimate` would merge (``units_per_block`` units from
 ``state.next_unit``), and sends each block to a worker as plain parameters: the spec (a dict), the
-unit range and the two endpoint arrays. A worker rebuilds the subject from the spec with
-``load_subject`` (models are never pickled), evaluates the block's coalitions and returns the block's
-:class:`~msa_core.accumulate.MomentAccumulator` as numpy arrays. The driver merges the blocks in unit
+unit range, the two endpoint arrays and the run key. A worker rebuilds the subject from the spec with
+``load_subject(spec.model, inputs=spec.inputs)`` (models are never pickled; the model and the inputs
+file must exist at the same paths on every node: a shared filesystem or identical copies), checks
+that it gets the driver's run key (same weights, same inputs content), evaluates the block's
+coalitions and returns the block's :class:`~msa_core.accumulate.MomentAccumulator` as numpy arrays. The driver merges the blocks in unit
 order, so the result equals a local run with the same seed bit for bit (given the same game values:
 same device type and library versions on every worker), and checkpoints as the local loop does.
 
@@ -36,20 +38,37 @@ _WORKER_CACHE: dict[str, Any] = {}
 
 
 def compute_block(
-    spec_dict: dict[str, Any], start: int, stop: int, empty: np.ndarray, intact: np.ndarray, raw: bool = False
+    spec_dict: dict[str, Any],
+    start: int,
+    stop: int,
+    empty: np.ndarray,
+    intact: np.ndarray,
+    raw: bool = False,
+    key: str | None = None,
 ) -> tuple[Any, int, float]:
     """Worker side: ``(accumulator state_dict, evaluations, seconds)`` of sample units ``start:stop``;
     with ``raw=True`` the samples themselves (numpy ``(stop - start, n_players, *output_shape)``) instead
     of their accumulator, for a block split over several tasks.
 
-    Rebuilds (and caches per worker process) the game from the spec; runs anywhere, Ray or not.
+    Rebuilds (and caches per worker process) the game from the spec, with its example inputs
+    (``spec["inputs"]``: a file that must exist at the same path on the worker); runs anywhere, Ray or
+    not. ``key``: the driver's run key; a worker whose model or inputs file differ from the driver's
+    (another file at the same path) gets another key and raises ValueError instead of computing a
+    different game.
     """
     began = time.perf_counter()
     spec = RunSpec.from_dict(spec_dict)
-    cache_key = repr(sorted(spec.to_dict().items()))
+    cache_key = repr((sorted(spec.to_dict().items()), key))
     if cache_key not in _WORKER_CACHE:
         _WORKER_CACHE.clear()  # one game per worker process at a time
         resolved = resolve(spec)
+        if key is not None and resolved.key != key:
+            what = f"the model {spec.model!r}" + (f" or the inputs file {spec.inputs!r}" if spec.inputs else "")
+            raise ValueError(
+                f"this worker's run key {resolved.key[:12]} differs from the driver's {key[:12]}: {what} is not the "
+                "same here as on the driver (every node needs the same files at the same paths, and the same "
+                "msa_core version)"
+            )
         _WORKER_CACHE[cache_key] = resolved.game()
     game = _WORKER_CACHE[cache_key]
     estimator = make_estimator(spec.method)
@@ -157,7 +176,7 @@ def run_on_ray(
             while tasks and len(pending) < window:
                 block, part = tasks.popleft()
                 raw = len(part) != len(block)
-                ref = remote.remote(spec_dict, part.start, part.stop, empty_np, intact_np, raw)
+                ref = remote.remote(spec_dict, part.start, part.stop, empty_np, intact_np, raw, resolved.key)
                 pending.append((block, part, ref))
             block, part, ref = pending[0]
             while True:  # wait for the oldest task, watching the cancel flag

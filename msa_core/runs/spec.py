@@ -1,10 +1,11 @@
 """What determines a run: :class:`RunSpec`, its resolution against a subject, and the run key.
 
 A run's key is the sha256 of a canonical JSON document holding everything that determines its
-result: the subject's fingerprint (architecture, weights and inputs), the resolved units, the
-objective's description, the lesion, the estimator and its budget, the seed and the ``msa_core``
-version. Things that do not change the result (batch size, device, label, backend) are left out,
-so asking for the same run on another device or with another batch size finds the stored one.
+result: the subject's fingerprint (architecture, weights and inputs: the content of ``spec.inputs``,
+not its path), the resolved units, the objective's description, the lesion, the estimator and its
+budget, the seed and the ``msa_core`` version. Things that do not change the result (batch size,
+device, label, backend) are left out, so asking for the same run on another device or with another
+batch size finds the stored one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class RunSpec:
         batch_size: coalitions per forward pass (None: automatic); does not change the result.
         device: where the model runs ("cpu", "cuda", "cuda:1"); does not change the run key.
         label: a human label (not part of the key).
+        inputs: path of an example-inputs file (``.npz`` or ``.pt`` tensor file) passed to
+            :func:`msa_core.models.load_subject` (None: the model's own inputs). TorchScript ``.pt``
+            models need one. The path itself is not part of the key: the inputs' content is, through
+            the subject's fingerprint (and the labels through the objective's description), so a moved
+            copy of the same file finds the same run.
     """
 
     model: str
@@ -50,6 +56,7 @@ class RunSpec:
     batch_size: int | None = None
     device: str = "cpu"
     label: str = ""
+    inputs: str | None = None
 
     def __post_init__(self) -> None:
         if self.units is not None and not isinstance(self.units, tuple):
@@ -62,6 +69,10 @@ class RunSpec:
 
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("model must be a non-empty model reference (a built-in name, a file or a recipe)")
+        if self.inputs is not None and (not isinstance(self.inputs, str) or not self.inputs.strip()):
+            raise ValueError(
+                f"inputs must be None or a non-empty path of a .npz or .pt tensor file; got {self.inputs!r}"
+            )
         if self.units is not None and (not self.units or not all(isinstance(u, str) and u for u in self.units)):
             raise ValueError(f"units must be None or a non-empty tuple of module paths; got {self.units!r}")
         if self.lesion not in _LESIONS:
@@ -88,7 +99,8 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones take their defaults
+        (a record stored before ``inputs`` existed loads with ``inputs=None``)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         if kwargs.get("units") is not None:
@@ -112,10 +124,10 @@ class ModelLoadError(ValueError):
     passes through unchanged; this one wraps a stray KeyError or FileNotFoundError)."""
 
 
-def load_subject(ref: str, *, device: str = "cpu") -> Any:
-    """``msa_core.models.load_subject(ref, device=device)``."""
+def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu") -> Any:
+    """``msa_core.models.load_subject(ref, inputs=inputs, device=device)``."""
     try:
-        return _models_module().load_subject(ref, device=device)
+        return _models_module().load_subject(ref, inputs=inputs, device=device)
     except (KeyError, FileNotFoundError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         raise ModelLoadError(str(message)) from error
@@ -188,7 +200,7 @@ def resolve(spec: RunSpec, subject: Any = None) -> ResolvedRun:
 
     spec.validate()
     if subject is None:
-        subject = load_subject(spec.model, device=spec.device)
+        subject = load_subject(spec.model, inputs=spec.inputs, device=spec.device)
     objective = spec.objective or subject.default_objective
     if hasattr(subject, "objective"):  # msa_core.models.Subject: handles "name:arg" and names the choices
         made = subject.objective(objective)

@@ -343,6 +343,7 @@ class RunStore:
             meta = result.metadata or {}
             spec = RunSpec(
                 model=str(meta.get("model", f"imported:{path.name}")),
+                inputs=str(meta["inputs"]) if meta.get("inputs") else None,
                 method=result.method if result.method in ("exact", "permutation", "antithetic", "owen") else "permutation",
                 n_permutations=max(1, int(result.n_samples or 1)),
                 seed=int(result.seed or 0),

@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from ..games_for_tests import save_torchscript_and_inputs  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["pages/model.py", "pages/run.py", "pages/modes.py", "pages/lesion_curves.py", "pages/editor.py",
          "pages/findings.py"]
@@ -49,10 +51,12 @@ def runs(msa_home):
     }
 
 
-def _app(model: str | None = None, run: str | None = None) -> AppTest:
+def _app(model: str | None = None, run: str | None = None, inputs: str | None = None) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
     if model:
         at.query_params["model"] = model
+    if inputs:
+        at.query_params["inputs"] = inputs
     if run:
         at.query_params["run"] = run
     return at
@@ -86,7 +90,7 @@ def test_every_page_renders_with_a_run(runs, model):
 def test_model_choice_in_the_sidebar_switches_the_model(msa_home):
     at = _app("mlp-digits").run()
     box = at.sidebar.selectbox[0]
-    box.set_value("mlp-digits-l1").run()
+    box.set_value(("mlp-digits-l1", None)).run()  # (model, inputs file): built-ins need no inputs file
     _no_errors(at, "model choice")
     assert at.session_state["msa_model"] == "mlp-digits-l1"
     assert at.session_state["msa_run"] is None
@@ -97,16 +101,7 @@ def test_launching_a_run_finishes_and_selects_it(msa_home):
     at = _app("mlp-digits-l2")
     at.switch_page("pages/run.py").run()
     _no_errors(at, "run page")
-    budget = next(n for n in at.number_input if n.label.startswith("Budget"))
-    budget.set_value(3).run()
-    next(b for b in at.button if b.label == "Launch the run").click().run()
-    _no_errors(at, "launch")
-    deadline = time.time() + 60
-    while at.session_state["msa_run"] is None and time.time() < deadline:
-        time.sleep(0.3)
-        at.run()
-    _no_errors(at, "after the run")
-    assert at.session_state["msa_run"], "the run did not finish"
+    _launch_and_wait(at, 3)
     at.switch_page("pages/modes.py").run()
     _no_errors(at, "modes of the new run")
 
@@ -155,3 +150,48 @@ def test_unknown_run_in_the_url_is_harmless(msa_home):
     assert not at.exception
     at.switch_page("pages/modes.py").run()
     assert not at.exception
+
+
+def _launch_and_wait(at: AppTest, budget: int) -> None:
+    next(n for n in at.number_input if n.label.startswith("Budget")).set_value(budget).run()
+    next(b for b in at.button if b.label == "Launch the run").click().run()
+    _no_errors(at, "launch")
+    deadline = time.time() + 60
+    while at.session_state["msa_run"] is None and time.time() < deadline:
+        time.sleep(0.3)
+        at.run()
+    _no_errors(at, "after the run")
+    assert at.session_state["msa_run"], "the run did not finish"
+
+
+def test_torchscript_model_with_an_inputs_file_loads_runs_and_reopens_from_the_url(msa_home, tmp_path):
+    _, pt, npz = save_torchscript_and_inputs(tmp_path)
+    at = _app("mlp-digits").run()
+    # without inputs: a clear message, and the previous model stays
+    at.text_input(key="model_ref_input").input(str(pt)).run()
+    next(b for b in at.button if b.label == "Load").click().run()
+    assert not at.exception
+    assert any("needs example inputs" in e.value for e in at.error)
+    assert at.session_state["msa_model"] == "mlp-digits"
+    # with inputs: loaded, in the URL, and its per-class accuracy objective comes from the labels
+    at.text_input(key="model_inputs_input").input(str(npz)).run()
+    next(b for b in at.button if b.label == "Load").click().run()
+    _no_errors(at, "load with inputs")
+    assert at.session_state["msa_model"] == str(pt) and at.session_state["msa_inputs"] == str(npz.resolve())
+    assert at.query_params["inputs"] in ([str(npz.resolve())], str(npz.resolve()))
+    assert any("10 evaluation inputs" in c.value for c in at.caption)
+    at.switch_page("pages/run.py").run()
+    _no_errors(at, "run page")
+    _launch_and_wait(at, 3)
+    from msa_core.runs import RunStore
+
+    record = RunStore(str(msa_home)).get(at.session_state["msa_run"])
+    assert record.spec.model == str(pt) and record.spec.inputs == str(npz.resolve())
+    for page in PAGES[2:4] + PAGES[4:5]:  # modes, lesion curves, editor of the new run
+        at.switch_page(page).run()
+        _no_errors(at, page)
+    # a link with model, inputs and run reopens the same view in a fresh session
+    again = _app(str(pt), record.id, inputs=str(npz.resolve())).run()
+    _no_errors(again, "reopened")
+    assert again.session_state["msa_run"] == record.id
+    assert again.sidebar.selectbox[0].value == (str(pt), str(npz.resolve()))
