@@ -27,11 +27,7 @@ __all__ = [
     "unit_detail",
     "top_outputs",
     "lesion_curve_figure",
-    "editor_grid",
-    "image_comparison",
-    "score_comparison",
     "score_bars",
-    "token_probability_figure",
     "sample_images",
 ]
 
@@ -343,114 +339,6 @@ def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str
     return fig
 
 
-def editor_grid(
-    values: Any,
-    lesioned: Sequence[int] = (),
-    *,
-    unit_labels: Sequence[str] | None = None,
-    n_cols: int | None = None,
-    height: int | None = None,
-) -> go.Figure:
-    """The units as a clickable grid of cells coloured by Shapley value (lesioned cells crossed out).
-
-    A Plotly *scatter* (not a heatmap, which returns no click events in Streamlit): one square marker
-    per unit, ``customdata`` = unit index; a second trace marks lesioned units with a black cross.
-    """
-    v = as_numpy(values)
-    v = v.reshape(v.shape[0], -1).sum(1) if v.ndim > 1 else v
-    n = v.size
-    labels = list(unit_labels) if unit_labels is not None else [str(i) for i in range(n)]
-    n_cols = n_cols or max(1, min(20, math.ceil(math.sqrt(n * 2))))
-    n_rows = math.ceil(n / n_cols)
-    idx = np.arange(n)
-    xs, ys = idx % n_cols, idx // n_cols
-    limit = _symmetric(float(np.abs(v).max()) if n else 1.0)
-    cell = 34 if n_cols <= 12 else 28
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=xs, y=ys, mode="markers", customdata=idx,
-            marker=dict(symbol="square", size=cell, color=v, colorscale=DIVERGING, cmin=-limit, cmax=limit,
-                        cmid=0, line=dict(width=1, color="white"),
-                        colorbar=dict(title="phi", thickness=10), showscale=bool(np.any(v))),
-            text=labels,
-            hovertemplate="%{text}<br>phi %{marker.color:.4g}<br>click to toggle<extra></extra>",
-            name="units",
-        )
-    )
-    lesioned = sorted({int(i) for i in lesioned})
-    if lesioned:
-        les = np.asarray(lesioned)
-        fig.add_trace(
-            go.Scatter(x=xs[les], y=ys[les], mode="markers", customdata=les, hoverinfo="skip",
-                       marker=dict(symbol="x-thin", size=cell * 0.7, line=dict(width=3, color="black")),
-                       name="lesioned")
-        )
-    fig.update_xaxes(visible=False, range=[-0.6, n_cols - 0.4], fixedrange=True)
-    fig.update_yaxes(visible=False, range=[n_rows - 0.4, -0.6], fixedrange=True)
-    fig.update_layout(
-        height=height or (n_rows * (cell + 6) + 40),
-        margin=dict(l=5, r=5, t=5, b=5),
-        showlegend=False,
-        clickmode="event+select",
-        dragmode=False,
-        plot_bgcolor="white",
-    )
-    return fig
-
-
-def _grey(img: np.ndarray, lo: float, hi: float, showscale: bool = False) -> go.Heatmap:
-    return go.Heatmap(z=img, zmin=lo, zmax=hi, colorscale="gray", showscale=showscale,
-                      hovertemplate="%{z:.3f}<extra></extra>")
-
-
-def image_comparison(intact: Any, edited: Any, *, n_show: int = 8, value_range: tuple[float, float] | None = None) -> go.Figure:
-    """Intact / edited / difference images side by side (rows), for the first ``n_show`` inputs.
-
-    ``intact`` and ``edited``: ``(n_inputs, [C,] H, W)`` model outputs (channels averaged).
-    """
-    a, b = as_numpy(intact), as_numpy(edited)
-    a = a.reshape(a.shape[0], -1, *a.shape[-2:]).mean(1)
-    b = b.reshape(b.shape[0], -1, *b.shape[-2:]).mean(1)
-    n = min(n_show, a.shape[0])
-    lo, hi = value_range or (float(min(a.min(), b.min())), float(max(a.max(), b.max())))
-    diff = b[:n] - a[:n]
-    limit = _symmetric(float(np.abs(diff).max()))
-    fig = make_subplots(rows=3, cols=n, horizontal_spacing=0.005, vertical_spacing=0.03,
-                        row_titles=["intact", "edited", "difference"])
-    for j in range(n):
-        fig.add_trace(_grey(a[j], lo, hi), row=1, col=j + 1)
-        fig.add_trace(_grey(b[j], lo, hi), row=2, col=j + 1)
-        fig.add_trace(go.Heatmap(z=diff[j], zmin=-limit, zmax=limit, zmid=0, colorscale=DIVERGING,
-                                 showscale=(j == n - 1), colorbar=dict(thickness=10, title="edited-intact"),
-                                 hovertemplate="%{z:.3f}<extra></extra>"), row=3, col=j + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
-    _square_pixels(fig, 3 * n)
-    fig.update_layout(height=max(240, int(3 * 560 / max(n, 1)) + 40), margin=dict(l=5, r=40, t=10, b=5))
-    return fig
-
-
-def score_comparison(
-    intact: Any,
-    edited: Any,
-    *,
-    labels: Sequence[str] | None = None,
-    title: str = "",
-    y_title: str = "score",
-) -> go.Figure:
-    """Grouped bars: a vector score (per-class accuracy, per-language score) intact vs edited."""
-    a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
-    x = list(labels) if labels is not None and len(labels) == a.size else [str(j) for j in range(a.size)]
-    fig = go.Figure([
-        go.Bar(x=x, y=a, name="intact", marker_color="#95a5a6"),
-        go.Bar(x=x, y=b, name="edited", marker_color="#c0392b"),
-    ])
-    fig.update_layout(title=title, barmode="group", yaxis_title=y_title, xaxis=dict(type="category"),
-                      height=320, margin=_MARGIN, legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
-    return fig
-
-
 def score_bars(values: Any, *, labels: Sequence[str] | None = None, title: str = "", y_title: str = "score") -> go.Figure:
     """Bars of one vector score (e.g. the intact model's per-class accuracy)."""
     a = as_numpy(values).reshape(-1)
@@ -460,17 +348,9 @@ def score_bars(values: Any, *, labels: Sequence[str] | None = None, title: str =
     return fig
 
 
-def token_probability_figure(tokens: Sequence[str], intact: Any, edited: Any, *, title: str = "") -> go.Figure:
-    """Probability of each next token of one word, intact vs edited (token bars)."""
-    a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
-    x = [f"{k}:{t}" for k, t in enumerate(tokens)]
-    fig = go.Figure([
-        go.Bar(x=x, y=a, name="intact", marker_color="#95a5a6"),
-        go.Bar(x=x, y=b, name="edited", marker_color="#c0392b"),
-    ])
-    fig.update_layout(title=title, barmode="group", yaxis=dict(title="p(token)", range=[0, 1]),
-                      xaxis=dict(type="category"), height=300, margin=_MARGIN, legend=dict(orientation="h", x=1, xanchor="right", y=1.15))
-    return fig
+def _grey(img: np.ndarray, lo: float, hi: float, showscale: bool = False) -> go.Heatmap:
+    return go.Heatmap(z=img, zmin=lo, zmax=hi, colorscale="gray", showscale=showscale,
+                      hovertemplate="%{z:.3f}<extra></extra>")
 
 
 def sample_images(images: Any, *, titles: Sequence[str] | None = None, n_cols: int = 8, n_show: int = 16) -> go.Figure:

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from msa_core import editor as ed
-from msa_core import figures
+from msa_core import live_views as live
 from ui import resources, state
 from ui.errors import message, shown
 
@@ -16,7 +16,7 @@ st.title("Editor")
 
 subject = None
 with shown(f"Loading model {state.model()!r}"):
-    subject = resources.subject(state.model())
+    subject = resources.subject(*state.choice())
 if subject is None:
     st.stop()
 
@@ -25,7 +25,7 @@ units = resources.game_units(subject, record.spec.units) if record else ()
 lesion = record.spec.lesion if record else None
 editor = None
 with shown("Preparing the editor"):
-    editor = resources.editor(state.model(), units, lesion)
+    editor = resources.editor(state.model(), units, lesion, inputs=state.inputs())
 if editor is None:
     st.stop()
 
@@ -38,24 +38,20 @@ else:
     values = np.zeros(editor.n_units)
     st.info("No run selected: units are not coloured and the top-k presets are off. Launch a run on the Run page "
             "to colour them by Shapley value. You can still click units to lesion them.")
-key = f"{state.model()}|{record.id if record else 'default'}"
+key = f"{state.model()}|{state.inputs() or ''}|{record.id if record else 'default'}"
 labels = editor.unit_labels
 
 
 def toggle(chart_key: str) -> None:
-    """Chart selection callback: toggle the clicked unit, then give the chart a fresh key (clears it)."""
+    """Grid click callback: toggle the clicked unit, then give the grid a fresh key (clears its selection)."""
     selection = st.session_state.get(chart_key)
     points = selection.selection.points if selection is not None else []
-    current = set(state.lesioned(key))
     for point in points[:1]:
-        unit = point.get("customdata")
+        unit = point.get("customdata", point.get("point_index"))
         if isinstance(unit, (list, tuple)):
             unit = unit[0]
-        if unit is None:
-            unit = point.get("point_index")
         if unit is not None and 0 <= int(unit) < editor.n_units:
-            current ^= {int(unit)}
-    state.set_lesioned(key, sorted(current))
+            state.set_lesioned(key, sorted(set(state.lesioned(key)) ^ {int(unit)}))
     st.session_state[state.GRID_VERSION] = st.session_state.get(state.GRID_VERSION, 0) + 1
 
 
@@ -67,7 +63,9 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     c2.metric("Output change", f"{change:.4f}", help="mean |edited - intact| over the raw model output")
     c3.metric("Evaluation", f"{edited.elapsed_s * 1000:.0f} ms" if edited.elapsed_s else "cached")
     if subject.output_kind == "image":
-        st.plotly_chart(figures.image_comparison(base.outputs, edited.outputs, n_show=8), key="editor_images")
+        png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8)
+        st.image(png, caption=f"Rows: intact, edited, difference (edited - intact; blue < 0 < red, "
+                              f"|difference| up to {limit:.3g}).", width="stretch")
     for name, score in edited.scores.items():
         if score.numel() > 64:  # image-shaped scores are already shown as images
             continue
@@ -80,19 +78,45 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
         if score.numel() > 1:
             if "probability" not in name:  # mean class probability is always 1 / n_classes
                 st.metric(f"Mean {name}", f"{float(score.mean()):.3f}", delta=f"{float(score.mean() - before.mean()):+.3f}")
-            st.plotly_chart(figures.score_comparison(before, score, labels=label_list, title=name, y_title=name),
-                            key=f"editor_score_{name}")
+            st.echarts_chart(live.score_comparison_option(before, score, labels=label_list, title=name, y_title=name),
+                             key=f"editor_score_{name}", height=300)
         else:
             st.metric(name, f"{float(score):.4f}", delta=f"{float(score - before):+.4f}")
     words = (subject.samples or {}).get("words")
     if words and any(name.startswith("token") for name in subject.objectives):
         token_name = next(name for name in subject.objectives if name.startswith("token"))
         word = st.selectbox("Token probabilities of the word", list(words), key="editor_word")
-        token_editor = resources.editor(state.model(), units, lesion, f"{token_name}:{word}")
+        token_editor = resources.editor(state.model(), units, lesion, f"{token_name}:{word}", inputs=state.inputs())
         t_base, t_edit = token_editor.intact, token_editor.evaluate(edited.lesioned)
         tokens = subject.objective_labels(f"{token_name}:{word}") or [str(i) for i in range(t_base.outputs.numel())]
-        st.plotly_chart(figures.token_probability_figure(tokens, t_base.outputs.exp(), t_edit.outputs.exp(),
-                                                         title=f"p(next token) for '{word}'"), key="editor_tokens")
+        st.echarts_chart(live.token_probability_option(tokens, t_base.outputs.exp(), t_edit.outputs.exp(),
+                                                       title=f"p(next token) for '{word}'"), key="editor_tokens",
+                         height=300)
+
+
+def export_panel() -> None:
+    """Mask export (JSON, npz) and a pruned copy, always of the current lesions (it reruns with the grid)."""
+    st.markdown("#### Export")
+    lesioned_now = state.lesioned(key)
+    meta = {"model": state.model(), "inputs": state.inputs(), "run": record.id if record else None,
+            "lesion": lesion or "default"}
+    e1, e2, e3 = st.columns(3)
+    e1.download_button("Lesion mask (JSON)", ed.mask_to_json(labels, lesioned_now, **meta), file_name="lesion_mask.json",
+                       mime="application/json", icon=":material/download:", on_click="ignore")
+    e2.download_button("Lesion mask (npz)", ed.mask_to_npz(labels, lesioned_now, **meta), file_name="lesion_mask.npz",
+                       mime="application/octet-stream", icon=":material/download:", on_click="ignore")
+    if e3.button("Prepare a pruned model", icon=":material/content_cut:", disabled=not lesioned_now):
+        try:
+            pruned = ed.pruned_model(editor.game.model, editor.game.resolved, lesioned_now)
+            st.session_state["editor_pruned"] = (tuple(lesioned_now), ed.pruned_bytes(pruned, metadata=meta))
+        except Exception as error:  # noqa: BLE001
+            st.error(f"Pruning failed: {message(error)}")
+    prepared = st.session_state.get("editor_pruned")
+    if prepared and list(prepared[0]) == lesioned_now:
+        st.download_button("Download the pruned model (safetensors)", prepared[1], file_name="pruned.safetensors",
+                           mime="application/octet-stream", icon=":material/download:")
+        st.caption("Weights of the lesioned units are zeroed (skipped experts get a -inf router bias). Load it back with "
+                   "`msa_core.editor.load_pruned(path)` (built-in architectures) or `load_pruned(path, model)`.")
 
 
 @st.fragment
@@ -111,41 +135,22 @@ def editor_body() -> None:
         state.set_lesioned(key, [])
     lesioned = state.lesioned(key)
     left, right = st.columns([2, 3])
-    with left:
-        chart_key = f"editor_grid_{st.session_state.get(state.GRID_VERSION, 0)}"
-        st.plotly_chart(figures.editor_grid(values, lesioned, unit_labels=labels), key=chart_key,
-                        on_select=lambda: toggle(chart_key), selection_mode="points",
-                        config={"displayModeBar": False})
-        st.caption("Lesioned: " + (", ".join(labels[i] for i in lesioned) if lesioned else "none"))
-    with right:
+    with right:  # the output first: its deltas reach the browser before the grid's
         started = time.perf_counter()
         with shown("Evaluating the edited model"):
             output_panel(editor.intact, editor.evaluate(lesioned))
         st.session_state["editor_last_ms"] = (time.perf_counter() - started) * 1000
+    with left:
+        chart_key = f"editor_grid_{key}_{st.session_state.get(state.GRID_VERSION, 0)}"
+        st.plotly_chart(live.unit_grid_figure(values, lesioned, unit_labels=labels), key=chart_key,
+                        on_select=lambda: toggle(chart_key), selection_mode="points",
+                        config={"displayModeBar": False})
+        st.caption("Lesioned: " + (", ".join(labels[i] for i in lesioned) if lesioned else "none"))
+    export_panel()
 
 
 editor_body()
 
-st.markdown("#### Export")
-lesioned_now = state.lesioned(key)
-meta = {"model": state.model(), "run": record.id if record else None, "lesion": lesion or "default"}
-e1, e2, e3 = st.columns(3)
-e1.download_button("Lesion mask (JSON)", ed.mask_to_json(labels, lesioned_now, **meta), file_name="lesion_mask.json",
-                   mime="application/json", icon=":material/download:")
-e2.download_button("Lesion mask (npz)", ed.mask_to_npz(labels, lesioned_now, **meta), file_name="lesion_mask.npz",
-                   mime="application/octet-stream", icon=":material/download:")
-if e3.button("Prepare a pruned model", icon=":material/content_cut:", disabled=not lesioned_now):
-    try:
-        pruned = ed.pruned_model(editor.game.model, editor.game.resolved, lesioned_now)
-        st.session_state["editor_pruned"] = (tuple(lesioned_now), ed.pruned_bytes(pruned, metadata=meta))
-    except Exception as error:  # noqa: BLE001
-        st.error(f"Pruning failed: {message(error)}")
-prepared = st.session_state.get("editor_pruned")
-if prepared and list(prepared[0]) == lesioned_now:
-    st.download_button("Download the pruned model (safetensors)", prepared[1], file_name="pruned.safetensors",
-                       mime="application/octet-stream", icon=":material/download:")
-    st.caption("Weights of the lesioned units are zeroed (skipped experts get a -inf router bias). Load it back with "
-               "`msa_core.editor.load_pruned(path)` (built-in architectures) or `load_pruned(path, model)`.")
 with st.expander("Import a lesion mask"):
     upload = st.file_uploader("Mask file (.json or .npz from this page)", type=["json", "npz"], key="editor_mask_upload")
     if upload is not None and st.button("Apply the mask"):

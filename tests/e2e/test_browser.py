@@ -154,34 +154,62 @@ def _click_unit(page, unit: int) -> float:
     return elapsed
 
 
-def _editor_roundtrip(page, model: str, url: str, unit: int = 0, shot: str | None = None) -> tuple[float, float]:
-    page.goto(f"{url}/editor?model={model}")
+def _output_image(page) -> str | None:
+    """The src of the editor's output image (image models), or None."""
+    images = page.locator('[data-testid="stImage"] img')
+    return images.first.get_attribute("src") if images.count() else None
+
+
+def _editor_roundtrip(page, model: str, url: str, unit: int = 0, shot: str | None = None,
+                      repeats: int = 3, query: str | None = None) -> tuple[list[float], list[float]]:
+    """Open the editor of ``model`` (or of the URL query ``query``); ``repeats`` times: click ``unit`` (the
+    output changes), click it again (the output is back to intact). Returns the click-to-output seconds of
+    the lesions and of the undos."""
+    page.goto(f"{url}/editor?{query or f'model={model}'}")
     page.get_by_text("Lesioned units").first.wait_for()
     _settle(page)
     _no_exception(page)
     assert _metric(page, "Lesioned units") == "0"
     assert float(_metric(page, "Output change")) == 0.0
-    first = _click_unit(page, unit)
-    assert _metric(page, "Lesioned units") == "1"
-    assert float(_metric(page, "Output change")) > 0.0, f"{model}: lesioning a unit changed nothing"
-    if shot:
-        _shot(page, shot)
-    second = _click_unit(page, unit)
-    assert _metric(page, "Lesioned units") == "0", f"{model}: a second click did not undo the lesion"
-    assert float(_metric(page, "Output change")) == 0.0
+    intact_image = _output_image(page)
+    lesions, undos = [], []
+    for k in range(repeats):
+        lesions.append(_click_unit(page, unit))
+        assert _metric(page, "Lesioned units") == "1"
+        assert float(_metric(page, "Output change")) > 0.0, f"{model}: lesioning a unit changed nothing"
+        if intact_image is not None:
+            assert _output_image(page) != intact_image, f"{model}: the output image did not change"
+        if shot and k == 0:
+            _shot(page, shot)
+        undos.append(_click_unit(page, unit))
+        assert _metric(page, "Lesioned units") == "0", f"{model}: a second click did not undo the lesion"
+        assert float(_metric(page, "Output change")) == 0.0
     _no_exception(page)
-    return first, second
+    return lesions, undos
+
+
+def _report(model: str, lesions: list[float], undos: list[float]) -> None:
+    both = sorted(lesions + undos)
+    median = (both[len(both) // 2] + both[(len(both) - 1) // 2]) / 2
+    print(f"\nclick-to-output {model}: median {median * 1000:.0f} ms over {len(both)} clicks "
+          f"(lesion {', '.join(f'{x * 1000:.0f}' for x in lesions)}; undo {', '.join(f'{x * 1000:.0f}' for x in undos)} ms)")
 
 
 def test_model_run_modes_editor(server, page):
     url, _ = server
-    # 1. model page, opened by a deep link as the server's very first request (the app's sidebar must show)
-    page.goto(f"{url}/model?model=mlp-digits")
-    page.get_by_text("Layer catalogue").wait_for()
+    # 1. a deep link as the server's very first request: the page must run inside app.py (sidebar, pages)
+    page.goto(f"{url}/findings?model=mlp-digits")
+    page.get_by_text("Across stored runs").wait_for()
     _settle(page)
     _no_exception(page)
     assert page.get_by_text("MSA Explorer").count() >= 1, "the page ran without app.py"
     assert page.get_by_role("link", name="Lesion curves").count() >= 1
+    # the Model page is the default page: its URL is the root
+    page.goto(f"{url}/?model=mlp-digits")
+    page.get_by_text("Layer catalogue").wait_for()
+    _settle(page)
+    _no_exception(page)
+    assert page.get_by_role("dialog").count() == 0, "a dialog (e.g. 'Page not found') covers the page"
     _shot(page, "1_model")
 
     # 2. run page: launch a small run and wait for it
@@ -215,13 +243,16 @@ def test_model_run_modes_editor(server, page):
     page.goto(f"{url}/editor?model=mlp-digits&run={run_id}")
     page.get_by_text("Lesioned units").first.wait_for()
     _settle(page)
-    first = _click_unit(page, 3)
-    assert _metric(page, "Lesioned units") == "1"
-    assert float(_metric(page, "Output change")) > 0
-    _shot(page, "5_editor")
-    second = _click_unit(page, 3)
-    assert _metric(page, "Lesioned units") == "0"
-    print(f"\nclick-to-output mlp-digits (with run): {first * 1000:.0f} ms, undo {second * 1000:.0f} ms")
+    lesions, undos = [], []
+    for k in range(3):
+        lesions.append(_click_unit(page, 3))
+        assert _metric(page, "Lesioned units") == "1"
+        assert float(_metric(page, "Output change")) > 0
+        if k == 0:
+            _shot(page, "5_editor")
+        undos.append(_click_unit(page, 3))
+        assert _metric(page, "Lesioned units") == "0"
+    _report("mlp-digits (with run)", lesions, undos)
 
     # 6. findings
     page.goto(f"{url}/findings?model=mlp-digits&run={run_id}")
@@ -233,8 +264,8 @@ def test_model_run_modes_editor(server, page):
 
 @pytest.mark.parametrize("model", ["mlp-digits-l1", "mlp-digits-l2", "dcgan-digits", "moe-lm"])
 def test_editor_click_latency(server, page, model):
-    first, second = _editor_roundtrip(page, model, server[0], unit=1, shot=f"5_editor_{model}")
-    print(f"\nclick-to-output {model}: {first * 1000:.0f} ms, undo {second * 1000:.0f} ms")
+    lesions, undos = _editor_roundtrip(page, model, server[0], unit=1, shot=f"5_editor_{model}")
+    _report(model, lesions, undos)
 
 
 @pytest.mark.parametrize("model", ["dcgan-digits", "moe-lm"])
@@ -255,3 +286,37 @@ def test_modes_and_editor_of_image_and_language_runs(server, page, model):
     _settle(page)
     _no_exception(page)
     _shot(page, f"5_editor_top5_{model}")
+
+
+def test_upload_a_torchscript_model_with_its_inputs(server, page, tmp_path):
+    """The Model page's upload tab: a TorchScript file and its example inputs, through the real file inputs."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(ROOT))
+    from tests.games_for_tests import save_torchscript_and_inputs
+
+    _, pt, npz = save_torchscript_and_inputs(tmp_path)
+    url, _ = server
+    page.goto(f"{url}/?model=mlp-digits")  # the Model page is the default page: its URL is the root
+    page.get_by_text("Layer catalogue").wait_for()
+    _settle(page)
+    page.get_by_text("Load another model").click()
+    page.get_by_role("tab", name="Upload a file").click()
+    uploaders = page.locator('[data-testid="stFileUploader"] input[type=file]')
+    uploaders.nth(0).set_input_files(str(pt))
+    page.get_by_text("tiny_script.pt").first.wait_for()
+    _settle(page)  # each upload reruns the page: let it finish before the next one
+    uploaders.nth(1).set_input_files(str(npz))
+    page.get_by_text("inputs_0.npz").first.wait_for()
+    _settle(page)
+    page.get_by_role("button", name="Load the uploaded model").click()
+    page.get_by_role("heading", name="tiny_script.pt").wait_for()
+    _settle(page)
+    _no_exception(page)
+    assert "inputs=" in page.url, f"the inputs file is not in the URL: {page.url}"
+    assert page.get_by_text("10 evaluation inputs").count() >= 1
+    assert page.get_by_text("ops.relu").count() >= 1  # the TorchScript layer catalogue
+    _shot(page, "1_model_torchscript_upload")
+    lesions, undos = _editor_roundtrip(page, "uploaded TorchScript", url, unit=2, repeats=1,
+                                       query=page.url.split("?", 1)[1])
+    _report("uploaded TorchScript", lesions, undos)

@@ -1,0 +1,194 @@
+"""The editor's live views: plain figure dicts and PNG images, cheap to rebuild on every click.
+
+The click-to-lesion editor redraws its grid and output after every click, and every millisecond of
+Python there is latency. Plotly figures built from ``go`` objects are validated property by property
+(tens of milliseconds for the unit grid, hundreds for a grid of 24 image heatmaps), so the editor builds
+its views here instead: the unit grid is a Plotly figure *dict* (validated once by ``st.plotly_chart``;
+Plotly, because its click events reach the server at once, while ``st.echarts_chart`` debounces
+selections by 150 ms), score bars are Apache ECharts option dicts (plain JSON, no validation), and image
+outputs are one PNG. No Streamlit here, so every view is unit-testable.
+
+Conventions as in :mod:`msa_core.figures`: Shapley values on a diverging scale centred at 0 (blue < 0 <
+red), images in grey.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .figures import as_numpy
+
+__all__ = [
+    "DIVERGING_COLOURS",
+    "PLOTLY_DIVERGING",
+    "unit_grid_figure",
+    "score_comparison_option",
+    "token_probability_option",
+    "image_comparison_png",
+    "diverging_rgb",
+]
+
+DIVERGING_COLOURS = ["#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", "#b2182b"]
+"""Blue (negative) to red (positive) through white at 0: ColorBrewer RdBu, reversed."""
+
+PLOTLY_DIVERGING = [[k / (len(DIVERGING_COLOURS) - 1), c] for k, c in enumerate(DIVERGING_COLOURS)]
+"""The same scale as a Plotly colour scale (position, colour)."""
+
+INTACT_COLOUR = "#95a5a6"
+EDITED_COLOUR = "#c0392b"
+
+
+def unit_grid_figure(
+    values: Any,
+    lesioned: Sequence[int] = (),
+    *,
+    unit_labels: Sequence[str] | None = None,
+    n_cols: int | None = None,
+) -> dict[str, Any]:
+    """The units as a clickable grid of cells coloured by Shapley value; lesioned cells crossed out.
+
+    A Plotly *scatter* (a heatmap returns no click events in Streamlit) as a plain figure dict: one
+    trace, one square marker per unit with ``customdata`` = unit index; a lesioned unit is a crossed
+    square with a black edge. Plain lists rather than ``go`` objects: ``st.plotly_chart`` validates the dict once,
+    instead of once more after Plotly's object-by-object construction.
+
+    Args:
+        values: ``(n_units,)`` or ``(n_units, *output)`` Shapley values (a mode is coloured by its sum);
+            all zeros (no run) draws every cell white without a colour bar.
+        lesioned: indices of the lesioned units.
+        unit_labels: ``n_units`` names for the hover text (default ``"0"``, ``"1"``, ...).
+        n_cols: columns of the grid (default: about twice as many columns as rows, at most 20).
+
+    Returns:
+        A figure dict for ``st.plotly_chart(..., on_select=..., selection_mode="points")``.
+    """
+    v = as_numpy(values).astype(np.float64)
+    v = v.reshape(v.shape[0], -1).sum(1) if v.ndim > 1 else v.reshape(-1)
+    n = int(v.size)
+    if n < 1:
+        raise ValueError("the grid needs at least one unit")
+    labels = [str(label) for label in unit_labels] if unit_labels is not None else [str(i) for i in range(n)]
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} unit labels for {n} units")
+    n_cols = n_cols or max(1, min(20, math.ceil(math.sqrt(n * 2))))
+    n_rows = math.ceil(n / n_cols)
+    xs = [i % n_cols for i in range(n)]
+    ys = [i // n_cols for i in range(n)]
+    limit = float(np.abs(v).max())
+    limit = limit if limit > 0 else 1.0
+    cell = 34 if n_cols <= 12 else 28
+    off = {int(i) for i in lesioned}
+    # lesioned units: a crossed, black-edged square; one trace whatever the lesions, so point indices stay put
+    symbols = ["square-x" if i in off else "square" for i in range(n)]
+    edges = ["black" if i in off else "white" for i in range(n)]
+    widths = [3 if i in off else 1 for i in range(n)]
+    traces: list[dict[str, Any]] = [{
+        "type": "scatter", "mode": "markers", "name": "units", "x": xs, "y": ys, "customdata": list(range(n)),
+        "text": labels, "hovertemplate": "%{text}<br>phi %{marker.color:.4g}<br>click to toggle<extra></extra>",
+        "marker": {"symbol": symbols, "size": cell, "color": [float(x) for x in v], "colorscale": PLOTLY_DIVERGING,
+                   "cmin": -limit, "cmax": limit, "line": {"width": widths, "color": edges},
+                   "colorbar": {"title": {"text": "phi"}, "thickness": 10}, "showscale": bool(np.any(v))},
+        # a click selects a point; keep every cell at full opacity whatever is selected
+        "selected": {"marker": {"opacity": 1}}, "unselected": {"marker": {"opacity": 1}},
+    }]
+    return {
+        "data": traces,
+        "layout": {
+            "height": n_rows * (cell + 6) + 40, "margin": {"l": 5, "r": 5, "t": 5, "b": 5}, "showlegend": False,
+            "clickmode": "event+select", "dragmode": False, "plot_bgcolor": "white",
+            "xaxis": {"visible": False, "range": [-0.6, n_cols - 0.4], "fixedrange": True},
+            "yaxis": {"visible": False, "range": [n_rows - 0.4, -0.6], "fixedrange": True},
+        },
+    }
+
+
+def _bars_option(categories: list[str], series: list[tuple[str, np.ndarray, str]], *, title: str, y_title: str,
+                 y_max: float | None = None) -> dict[str, Any]:
+    return {
+        "animation": False,
+        "title": {"text": title, "textStyle": {"fontSize": 14}},
+        "legend": {"right": 10, "top": 0},
+        "tooltip": {"trigger": "axis"},
+        "grid": {"left": 50, "right": 10, "top": 40, "bottom": 30, "containLabel": True},
+        "xAxis": {"type": "category", "data": categories, "axisLabel": {"interval": 0, "hideOverlap": True}},
+        "yAxis": {"type": "value", "name": y_title, "max": y_max},
+        "series": [{"type": "bar", "name": name, "data": [round(float(x), 6) for x in values],
+                    "itemStyle": {"color": colour}} for name, values, colour in series],
+    }
+
+
+def score_comparison_option(intact: Any, edited: Any, *, labels: Sequence[str] | None = None, title: str = "",
+                            y_title: str = "score") -> dict[str, Any]:
+    """ECharts grouped bars of a vector score (per-class accuracy, per-language score), intact vs edited.
+
+    ``intact``, ``edited``: ``(k,)`` (or any shape with ``k`` elements); ``labels``: ``k`` names.
+    """
+    a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
+    x = [str(label) for label in labels] if labels is not None and len(labels) == a.size else [str(j) for j in range(a.size)]
+    return _bars_option(x, [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)], title=title, y_title=y_title)
+
+
+def token_probability_option(tokens: Sequence[str], intact: Any, edited: Any, *, title: str = "") -> dict[str, Any]:
+    """ECharts grouped bars: the probability of each next token of one word, intact vs edited.
+
+    ``tokens``: ``t`` token strings; ``intact``, ``edited``: ``(t,)`` probabilities.
+    """
+    a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
+    x = [f"{k}:{token}" for k, token in enumerate(tokens)]
+    return _bars_option(x, [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)], title=title,
+                        y_title="p(token)", y_max=1.0)
+
+
+def diverging_rgb(values: np.ndarray, limit: float) -> np.ndarray:
+    """``(..., 3)`` uint8 colours of ``values`` on :data:`DIVERGING_COLOURS` over ``[-limit, limit]``."""
+    stops = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in DIVERGING_COLOURS], dtype=np.float64)
+    position = (np.clip(values / (limit or 1.0), -1, 1) + 1) / 2 * (len(stops) - 1)
+    low = np.floor(position).astype(int).clip(0, len(stops) - 2)
+    frac = (position - low)[..., None]
+    return np.round(stops[low] * (1 - frac) + stops[low + 1] * frac).astype(np.uint8)
+
+
+def image_comparison_png(intact: Any, edited: Any, *, n_show: int = 8, scale: int = 4, gap: int = 4,
+                         value_range: tuple[float, float] | None = None) -> tuple[bytes, float]:
+    """One PNG: rows intact / edited / difference (edited - intact) for the first ``n_show`` images.
+
+    Args:
+        intact, edited: ``(n_images, [C,] H, W)`` model outputs (channels averaged).
+        n_show: images per row.
+        scale: each pixel drawn as a ``scale x scale`` block (crisp, no smoothing).
+        gap: white pixels between images.
+        value_range: grey scale ``(lo, hi)`` (default: the range of both).
+
+    Returns:
+        ``(png_bytes, limit)``: the image, and the largest |difference| (the diverging scale's end).
+    """
+    from PIL import Image
+
+    a, b = as_numpy(intact).astype(np.float64), as_numpy(edited).astype(np.float64)
+    a = a.reshape(a.shape[0], -1, *a.shape[-2:]).mean(1)
+    b = b.reshape(b.shape[0], -1, *b.shape[-2:]).mean(1)
+    n = min(n_show, a.shape[0])
+    lo, hi = value_range or (float(min(a.min(), b.min())), float(max(a.max(), b.max())))
+    span = hi - lo or 1.0
+    diff = b[:n] - a[:n]
+    limit = float(np.abs(diff).max())
+    h, w = a.shape[-2:]
+    rows = [
+        np.repeat(((np.clip((a[:n] - lo) / span, 0, 1)) * 255).round().astype(np.uint8)[..., None], 3, axis=-1),
+        np.repeat(((np.clip((b[:n] - lo) / span, 0, 1)) * 255).round().astype(np.uint8)[..., None], 3, axis=-1),
+        diverging_rgb(diff, limit),
+    ]
+    sh, sw = h * scale, w * scale
+    canvas = np.full((3 * sh + 2 * gap, n * sw + (n - 1) * gap, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for j in range(n):
+            block = np.kron(row[j], np.ones((scale, scale, 1), dtype=np.uint8))
+            y, x = r * (sh + gap), j * (sw + gap)
+            canvas[y:y + sh, x:x + sw] = block
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), limit
