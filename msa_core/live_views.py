@@ -85,7 +85,7 @@ def unit_grid_figure(
     # lesioned units: a crossed, black-edged square; one trace whatever the lesions, so point indices stay put
     symbols = ["square-x" if i in off else "square" for i in range(n)]
     edges = ["black" if i in off else "white" for i in range(n)]
-    widths = [3 if i in off else 1 for i in range(n)]
+    widths = [2 if i in off else 1 for i in range(n)]
     traces: list[dict[str, Any]] = [{
         "type": "scatter", "mode": "markers", "name": "units", "x": xs, "y": ys, "customdata": list(range(n)),
         "text": labels, "hovertemplate": "%{text}<br>phi %{marker.color:.4g}<br>click to toggle<extra></extra>",
