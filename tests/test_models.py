@@ -308,6 +308,10 @@ def test_inputs_the_model_rejects(model_files):
         load_subject(str(folder / "dynamic.pt2"), inputs=torch.randn(3, 5))
     with pytest.raises(ModelLoadError, match="rejected the example inputs"):
         load_subject("mlp-digits", inputs=np.zeros((3, 7), np.float32))
+    # TorchScript: the scripted module's own complaint, in one line, not the converter's graph trace
+    with pytest.raises(ModelLoadError, match=r"TorchScript model .* rejected the example inputs \(a \(4, 7\)") as caught:
+        load_subject(str(folder / "scripted.pt"), inputs=torch.randn(4, 7))
+    assert "While executing" not in str(caught.value)
 
 
 def test_torchscript_needs_inputs(model_files):

@@ -169,6 +169,9 @@ def load_torchscript(path: Path, inputs: Any, device: str) -> nn.Module:
         raise ModelLoadError(
             f"{str(path)!r} is TorchScript and needs example inputs: pass inputs='inputs.npz' (or a .pt tensor file)"
         )
+    # the scripted module itself first: inputs it rejects get the short "rejected the example inputs"
+    # message rather than the converter's trace of its graph
+    run_once(scripted, inputs, f"the TorchScript model in {str(path)!r}")
     try:
         from torch._export.converter import TS2EPConverter
 
