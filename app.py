@@ -43,7 +43,7 @@ with st.sidebar:
         "Model",
         options,
         index=options.index(state.choice()),
-        format_func=lambda choice: choice[0] if not choice[1] else f"{choice[0]} (inputs {os.path.basename(choice[1])})",
+        format_func=state.choice_label,
         help="A built-in model, or one you loaded on the Model page.",
         key=model_key,
         on_change=lambda: state.set_model(*st.session_state[model_key]),

@@ -13,6 +13,7 @@ from ui.errors import message, shown
 
 state.page_setup()
 st.title("Editor")
+st.html("<style>[data-testid='stImage'] img { image-rendering: pixelated; }</style>")  # crisp enlarged pixels
 
 subject = None
 with shown(f"Loading model {state.model()!r}"):
@@ -63,7 +64,8 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     c2.metric("Output change", f"{change:.4f}", help="mean |edited - intact| over the raw model output")
     c3.metric("Evaluation", f"{edited.elapsed_s * 1000:.0f} ms" if edited.elapsed_s else "cached")
     if subject.output_kind == "image":
-        png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8)
+        # one image pixel per pixel (a small PNG, quick to encode and fetch); the browser enlarges it, crisp
+        png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8, scale=1, gap=1)
         st.image(png, caption=f"Rows: intact, edited, difference (edited - intact; blue < 0 < red, "
                               f"|difference| up to {limit:.3g}).", width="stretch")
     for name, score in edited.scores.items():

@@ -77,7 +77,8 @@ if subject is None:
 st.subheader(subject.name)
 st.write(subject.description or "")
 c1, c2, c3 = st.columns(3)
-c1.metric("Parameters", f"{sum(p.numel() for p in subject.model.parameters()):,}")
+c1.metric("Weights", f"{subject.n_weights:,}", help="learned values (parameters; for a converted TorchScript "
+                                                   "file, its weight buffers)")
 c2.metric("Lesionable layers", len(subject.layers))
 c3.metric("Output", subject.output_kind)
 st.caption(f"Objectives: {', '.join(subject.objectives)} (default: **{subject.default_objective}**).")

@@ -48,6 +48,15 @@ def choice() -> tuple[str, str | None]:
     return model(), inputs()
 
 
+def choice_label(model_and_inputs: tuple[str, str | None]) -> str:
+    """Short text for a (model, inputs) choice: file names rather than full paths."""
+    from pathlib import Path
+
+    ref, inputs_file = model_and_inputs
+    name = Path(ref).name if ("/" in ref or "\\" in ref) and ":" not in Path(ref).name else ref
+    return name if not inputs_file else f"{name} + {Path(inputs_file).name}"
+
+
 def run_id() -> str | None:
     """The current run id (None: no run selected)."""
     return st.session_state.get(RUN)

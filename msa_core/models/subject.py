@@ -99,6 +99,15 @@ class Subject:
     default_batch_size: int | None = None
     device: str = "cpu"
 
+    @property
+    def n_weights(self) -> int:
+        """Number of learned values: the model's parameters, or, when loading turned them into buffers
+        (a converted TorchScript file has no parameters), its floating-point buffers."""
+        count = sum(p.numel() for p in self.model.parameters())
+        if count == 0:
+            count = sum(b.numel() for b in self.model.buffers() if b.is_floating_point())
+        return int(count)
+
     # ------------------------------------------------------------------ objectives
     def objective(self, name: str | None = None, **options: Any) -> Objective | None:
         """The objective called ``name`` (default: ``default_objective``), built with ``options``.

@@ -180,6 +180,8 @@ def test_torchscript_model_with_an_inputs_file_loads_runs_and_reopens_from_the_u
     assert at.session_state["msa_model"] == str(pt) and at.session_state["msa_inputs"] == str(npz.resolve())
     assert at.query_params["inputs"] in ([str(npz.resolve())], str(npz.resolve()))
     assert any("10 evaluation inputs" in c.value for c in at.caption)
+    assert next(m for m in at.metric if m.label == "Weights").value == "57"  # 5*6 + 6 + 6*3 + 3 (now buffers)
+    assert at.sidebar.selectbox[0].format_func(at.sidebar.selectbox[0].value) == f"{pt.name} + {npz.name}"
     at.switch_page("pages/run.py").run()
     _no_errors(at, "run page")
     _launch_and_wait(at, 3)

@@ -126,8 +126,10 @@ def _no_exception(page) -> None:
 
 
 def _click_unit(page, unit: int) -> float:
-    """Click grid cell ``unit`` in the editor; return seconds until 'Lesioned units' changes."""
+    """Click grid cell ``unit`` in the editor; return seconds until the output is updated: 'Lesioned
+    units' has changed and, for image models, the new output image has loaded."""
     before = _metric(page, "Lesioned units")
+    before_image = _output_image(page)
     grid = page.locator('[data-testid="stPlotlyChart"]').first
     point = grid.locator(".scatterlayer .trace").first.locator(".point").nth(unit)
     point.wait_for(state="visible")
@@ -149,6 +151,15 @@ def _click_unit(page, unit: int) -> float:
         arg=[before],
         timeout=30_000,
     )
+    if before_image is not None:  # st.image: the browser fetches the new PNG after the metric changes
+        page.wait_for_function(
+            """([before]) => {
+                const img = document.querySelector('[data-testid="stImage"] img');
+                return img && img.getAttribute('src') !== before && img.complete && img.naturalWidth > 0;
+            }""",
+            arg=[before_image],
+            timeout=30_000,
+        )
     elapsed = time.perf_counter() - started
     _settle(page)
     return elapsed
