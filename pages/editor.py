@@ -1,6 +1,7 @@
 """Editor page (click-to-lesion): toggle units on a grid coloured by Shapley value and watch the output change;
 presets (top-k, bottom-k, clear); export the lesion mask and a pruned copy of the model."""
 
+import base64
 import time
 
 import numpy as np
@@ -13,7 +14,6 @@ from ui.errors import message, shown
 
 state.page_setup()
 st.title("Editor")
-st.html("<style>[data-testid='stImage'] img { image-rendering: pixelated; }</style>")  # crisp enlarged pixels
 
 subject = None
 with shown(f"Loading model {state.model()!r}"):
@@ -64,10 +64,12 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     c2.metric("Output change", f"{change:.4f}", help="mean |edited - intact| over the raw model output")
     c3.metric("Evaluation", f"{edited.elapsed_s * 1000:.0f} ms" if edited.elapsed_s else "cached")
     if subject.output_kind == "image":
-        # one image pixel per pixel (a small PNG, quick to encode and fetch); the browser enlarges it, crisp
+        # one image pixel per PNG pixel, inline (no second request for a media file), enlarged crisp by the browser
         png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8, scale=1, gap=1)
-        st.image(png, caption=f"Rows: intact, edited, difference (edited - intact; blue < 0 < red, "
-                              f"|difference| up to {limit:.3g}).", width="stretch")
+        st.html(f'<img alt="intact, edited and difference images" data-testid="msaOutputImage" '
+                f'src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+                'style="width: 100%; image-rendering: pixelated; border-radius: 4px">')
+        st.caption(f"Rows: intact, edited, difference (edited - intact; blue < 0 < red, |difference| up to {limit:.3g}).")
     for name, score in edited.scores.items():
         if score.numel() > 64:  # image-shaped scores are already shown as images
             continue

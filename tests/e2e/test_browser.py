@@ -3,7 +3,8 @@
 Loads a built-in model, launches a small run and waits for it, opens the modes, lesion curves and
 findings, and in the editor clicks a unit, checks that the output changes and that a second click
 undoes it. Screenshots of every page go to ``test-artifacts/``. Prints (does not assert) the time from
-a click in the editor to the updated output for every built-in model.
+a click in the editor to the updated output for every built-in model (``MSA_E2E_DEBUG=1`` also prints,
+per click, when the metrics changed and when the output image was drawn).
 """
 
 from __future__ import annotations
@@ -151,23 +152,26 @@ def _click_unit(page, unit: int) -> float:
         arg=[before],
         timeout=30_000,
     )
+    metric_at = time.perf_counter() - started
     if before_image is not None:  # st.image: the browser fetches the new PNG after the metric changes
         page.wait_for_function(
             """([before]) => {
-                const img = document.querySelector('[data-testid="stImage"] img');
+                const img = document.querySelector('img[data-testid="msaOutputImage"]');
                 return img && img.getAttribute('src') !== before && img.complete && img.naturalWidth > 0;
             }""",
             arg=[before_image],
             timeout=30_000,
         )
     elapsed = time.perf_counter() - started
+    if os.environ.get("MSA_E2E_DEBUG"):
+        print(f"  metric {metric_at * 1000:.0f} ms, output {elapsed * 1000:.0f} ms")
     _settle(page)
     return elapsed
 
 
 def _output_image(page) -> str | None:
     """The src of the editor's output image (image models), or None."""
-    images = page.locator('[data-testid="stImage"] img')
+    images = page.locator('img[data-testid="msaOutputImage"]')
     return images.first.get_attribute("src") if images.count() else None
 
 
