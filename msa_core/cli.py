@@ -91,11 +91,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- layers
-def _build_layers(sub: Any) -> None:
-    parser = sub.add_parser("layers", help="list a model's lesionable layers")
+def _add_model_arguments(parser: Any) -> None:
+    """MODEL and --inputs, shared by the commands that load a model."""
     parser.add_argument("model", help="built-in name, model file, recipe (module:function or file.py:function)")
     parser.add_argument("--inputs", default=None, metavar="FILE",
                         help="example inputs: .npz (x, optional labels) or .pt tensor file; needed by TorchScript .pt models")
+
+
+def _build_layers(sub: Any) -> None:
+    parser = sub.add_parser("layers", help="list a model's lesionable layers")
+    _add_model_arguments(parser)
     parser.set_defaults(func=_cmd_layers)
 
 
@@ -118,9 +123,7 @@ def _build_run(sub: Any) -> None:
     from .estimators import METHODS
 
     parser = sub.add_parser("run", help="compute (or fetch from the store) the Shapley modes of a model's units")
-    parser.add_argument("model", help="built-in name, model file, recipe (module:function or file.py:function)")
-    parser.add_argument("--inputs", default=None, metavar="FILE",
-                        help="example inputs: .npz (x, optional labels) or .pt tensor file; needed by TorchScript .pt models")
+    _add_model_arguments(parser)
     parser.add_argument("--layer", action="append", dest="layers", metavar="PATH",
                         help="layer whose units are the players (repeat for several; default: the model's)")
     parser.add_argument("--objective", help="objective name (default: the model's)")

@@ -105,9 +105,12 @@ def export_panel() -> None:
     meta = {"model": state.model(), "inputs": state.inputs(), "run": record.id if record else None,
             "lesion": lesion or "default"}
     e1, e2, e3 = st.columns(3)
-    e1.download_button("Lesion mask (JSON)", ed.mask_to_json(labels, lesioned_now, **meta), file_name="lesion_mask.json",
+    # callables: the mask files are built when downloaded, not on every click of the grid
+    e1.download_button("Lesion mask (JSON)", lambda: ed.mask_to_json(labels, lesioned_now, **meta),
+                       file_name="lesion_mask.json",
                        mime="application/json", icon=":material/download:", on_click="ignore")
-    e2.download_button("Lesion mask (npz)", ed.mask_to_npz(labels, lesioned_now, **meta), file_name="lesion_mask.npz",
+    e2.download_button("Lesion mask (npz)", lambda: ed.mask_to_npz(labels, lesioned_now, **meta),
+                       file_name="lesion_mask.npz",
                        mime="application/octet-stream", icon=":material/download:", on_click="ignore")
     if e3.button("Prepare a pruned model", icon=":material/content_cut:", disabled=not lesioned_now):
         try:
