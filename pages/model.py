@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,16 +12,22 @@ from msa_core import figures
 from ui import resources, state
 from ui.backend import list_builtins
 from ui.errors import shown
+from ui.text import md_escape
 
 state.page_setup()
 st.title("Model")
 
 def _save_upload(upload) -> str:
-    """Keep an uploaded file under the uploads folder (content-addressed name); its path."""
+    """Keep an uploaded file under the uploads folder (content-addressed name); its path.
+
+    The browser's file name keeps only letters, digits, ``.``, ``_`` and ``-`` (no directories, no ``:``
+    that would read as a recipe), so the file always lands inside the uploads folder.
+    """
     folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
     data = upload.getvalue()
-    target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{Path(upload.name).name}"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(upload.name).replace("\\", "/")).name).lstrip(".")[-80:]
+    target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{name or 'upload'}"
     target.write_bytes(data)
     return str(target)
 
@@ -74,14 +81,15 @@ if subject is None:
     st.info("Pick a built-in model in the sidebar or above.")
     st.stop()
 
-st.subheader(subject.name)
-st.write(subject.description or "")
+st.subheader(md_escape(subject.name))
+st.write(md_escape(subject.description or ""))
 c1, c2, c3 = st.columns(3)
 c1.metric("Weights", f"{subject.n_weights:,}", help="learned values (parameters; for a converted TorchScript "
                                                    "file, its weight buffers)")
 c2.metric("Lesionable layers", len(subject.layers))
 c3.metric("Output", subject.output_kind)
-st.caption(f"Objectives: {', '.join(subject.objectives)} (default: **{subject.default_objective}**).")
+st.caption(f"Objectives: {md_escape(', '.join(subject.objectives))} "
+           f"(default: **{md_escape(subject.default_objective)}**).")
 
 left, right = st.columns([3, 2])
 with left:
@@ -94,14 +102,14 @@ with left:
         if subject.output_kind == "image":
             st.caption("Generated images for the first latent vectors (the default output).")
     if "words" in samples:
-        st.write("Sample words: " + ", ".join(f"`{w}`" for w in samples["words"]))
+        st.write("Sample words: " + ", ".join(md_escape(w) for w in samples["words"]))
     if "languages" in samples:
-        st.write("Languages: " + ", ".join(samples["languages"]))
+        st.write("Languages: " + md_escape(", ".join(samples["languages"])))
     shape = getattr(subject.inputs, "shape", None)
     st.caption(f"{shape[0]} evaluation inputs, each of shape {tuple(shape[1:])}." if shape is not None
                else f"Evaluation inputs: {type(subject.inputs).__name__}.")
     if state.inputs():
-        st.caption(f"Inputs file: `{state.inputs()}`.")
+        st.caption(f"Inputs file: {md_escape(state.inputs())}.")
     st.markdown("#### Default output")
     with shown("Scoring the intact model"):
         scores = resources.editor(state.model(), (), None, inputs=state.inputs()).intact.scores
@@ -125,9 +133,9 @@ with right:
         hide_index=True,
         width="stretch",
     )
-    st.markdown("**Default units:** " + ", ".join(str(getattr(u, "path", u)) for u in subject.default_units))
+    st.markdown("**Default units:** " + md_escape(", ".join(str(getattr(u, "path", u)) for u in subject.default_units)))
     if subject.unit_presets:
-        st.markdown("**Presets:** " + ", ".join(subject.unit_presets))
+        st.markdown("**Presets:** " + md_escape(", ".join(subject.unit_presets)))
     with st.expander("Architecture"):
         st.code(str(subject.model), language="text")
 

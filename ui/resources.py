@@ -16,8 +16,12 @@ from . import backend
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
 def subject(ref: str, inputs: str | None = None) -> Any:
     """The :class:`~msa_core.models.Subject` for a model reference and optional example-inputs file
-    (loaded once per server)."""
-    return backend.load_subject(ref, inputs=inputs or None)
+    (loaded once per server).
+
+    Untrusted: the reference comes from a browser (a text box, the URL), so recipes run only where the
+    server's operator allowed them (``MSA_RECIPE_DIRS``, ``MSA_RECIPE_MODULES``; :mod:`msa_core.models.policy`).
+    """
+    return backend.load_subject(ref, inputs=inputs or None, trusted=False)
 
 
 @st.cache_resource
