@@ -1,8 +1,5 @@
 """Model page: pick or load a model; its architecture, inputs, default output and layer catalogue."""
 
-import hashlib
-import os
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -16,21 +13,6 @@ from ui.text import md_escape
 
 state.page_setup()
 st.title("Model")
-
-def _save_upload(upload) -> str:
-    """Keep an uploaded file under the uploads folder (content-addressed name); its path.
-
-    The browser's file name keeps only letters, digits, ``.``, ``_`` and ``-`` (no directories, no ``:``
-    that would read as a recipe), so the file always lands inside the uploads folder.
-    """
-    folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    data = upload.getvalue()
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(upload.name).replace("\\", "/")).name).lstrip(".")[-80:]
-    target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{name or 'upload'}"
-    target.write_bytes(data)
-    return str(target)
-
 
 INPUTS_HELP = ("Example inputs, inputs on axis 0: a .npz (one array, or `x` / `inputs`; `labels` or `y` adds a "
                "per-class accuracy objective) or a .pt tensor file. TorchScript models need them; other models use "
@@ -56,8 +38,9 @@ with st.expander("Load another model", expanded=False):
                                          help=INPUTS_HELP)
         if upload is not None and st.button("Load the uploaded model", type="primary"):
             with shown(f"Loading {upload.name}"):
-                ref = _save_upload(upload)
-                inputs_file = _save_upload(upload_inputs) if upload_inputs is not None else None
+                ref = resources.save_upload(upload.name, upload.getvalue())
+                inputs_file = (resources.save_upload(upload_inputs.name, upload_inputs.getvalue())
+                               if upload_inputs is not None else None)
                 resources.subject(ref, inputs_file)
                 state.set_model(ref, inputs_file)
                 st.rerun()
