@@ -31,7 +31,8 @@ with st.expander("Load another model", expanded=False):
                 st.rerun()
             cols[1].caption(description)
     with tab_upload:
-        st.caption("A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most 200 MB, and its example inputs "
+        st.caption(f"A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most {st.get_option('server.maxUploadSize')} "
+                   "MB, and its example inputs "
                    "(TorchScript needs them; a .pt2 saved with example inputs does not).")
         upload = st.file_uploader("Model file", type=["pt", "pth", "ts", "pt2", "jit"], key="upload_model")
         upload_inputs = st.file_uploader("Example inputs (optional for .pt2)", type=["npz", "pt"], key="upload_inputs",
