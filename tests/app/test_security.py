@@ -143,3 +143,18 @@ def test_streamlit_control_flow_passes_through_shown():
     with pytest.raises(RerunException):
         with shown("rerunning"):
             raise RerunException(None)
+
+
+def test_server_settings_watch_nothing_and_listen_on_localhost():
+    """The shipped settings: no file watcher (the inotify flood), localhost only, bounded uploads, no tracebacks;
+    ``./run.sh app`` passes the same watcher and address unless MSA_FILE_WATCHER / MSA_ADDRESS say otherwise."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert settings["server"]["fileWatcherType"] == "none"
+    assert settings["server"]["address"] == "localhost"
+    assert 0 < settings["server"]["maxUploadSize"] <= 200
+    assert settings["client"]["showErrorDetails"] == "none"
+    script = (ROOT / "run.sh").read_text()
+    assert '--server.fileWatcherType "${MSA_FILE_WATCHER:-none}"' in script
+    assert '--server.address "${MSA_ADDRESS:-localhost}"' in script
