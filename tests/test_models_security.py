@@ -231,11 +231,17 @@ def test_md_escape_leaves_no_markdown_syntax():
 
     from ui.text import md_escape
 
-    for text in ["__main__.EvilNet", "**bold** `code` [link](http://x) <b>x</b> $x$ :smile: ~~s~~ # h", "a\\_b"]:
-        tokens = re.findall(r"\\.|.", md_escape(text), re.S)
-        # every character Markdown could read as syntax comes escaped, and dropping the escapes gives the text
-        assert all(len(token) == 2 or token not in "\\`*_{}[]()<>#+-.!|$:~" for token in tokens), text
+    cases = ["__main__.EvilNet", "**bold** `code` [link](http://x) <b>x</b> $x$ :smile: ~~s~~ a|b &amp;", "a\\_b",
+             "- item\n+ item\n1. first\n12) second\n# heading\n> quote\n---\n==="]
+    for text in cases:
+        escaped = md_escape(text)
+        tokens = re.findall(r"\\.|.", escaped, re.S)
+        # characters that are syntax anywhere always come escaped, and dropping the escapes gives the text back
+        assert all(len(token) == 2 or token not in "\\`*_[]<>$:~|&" for token in tokens), text
         assert "".join(token[-1] for token in tokens) == text
+        # no line starts with a block marker (list, heading, quote, setext underline, ordered list)
+        assert not re.search(r"^\s*([#>+=-]|\d+[.)])", escaped, re.M), escaped
+    assert md_escape("mlp-digits") == "mlp-digits" and md_escape("torch.load(path)") == "torch.load(path)"
 
 
 def test_uploads_stay_in_the_uploads_folder(tmp_path, monkeypatch):

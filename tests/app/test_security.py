@@ -128,8 +128,8 @@ def test_pickled_class_name_is_shown_escaped(app_env):
     finally:
         del sys.modules["__main__"].EvilNet
     message = _one_message(_load(str(path)), "pickled Python object")
-    # Markdown source: every underscore and dot escaped, so the page shows "__main__.EvilNet" as typed
-    assert r"\_\_main\_\_\.EvilNet" in message
+    # Markdown source: every underscore escaped, so the page shows "__main__.EvilNet" as typed (no bold "main")
+    assert r"\_\_main\_\_.EvilNet" in message
 
 
 def test_streamlit_control_flow_passes_through_shown():
