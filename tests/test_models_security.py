@@ -208,6 +208,67 @@ def test_export_program_with_the_wrong_suffix(tmp_path):
         load_subject(str(path), inputs=torch.zeros(1, 3))
 
 
+class _Payload:
+    """Unpickling it writes a marker file: stands for any code a crafted file could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def _export_archive(tmp_path, name="plain.pt2"):
+    class WithConstant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+            self.register_buffer("scale", torch.ones(2))
+
+        def forward(self, x):
+            return self.fc(x) * self.scale
+
+    path = tmp_path / name
+    torch.export.save(torch.export.export(WithConstant().eval(), (torch.zeros(4, 3),)), str(path))
+    return path
+
+
+def _rewrite(source, target, change):
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, change(name, src.read(name)))
+    return target
+
+
+@pytest.mark.parametrize("attack", ["pickled weight", "pickled example inputs", "native code member"])
+def test_crafted_export_archives_are_refused_before_torch_reads_them(tmp_path, attack):
+    plain = _export_archive(tmp_path)
+    assert load_subject(str(plain)).inputs.shape == (4, 3)  # a plain archive loads, with its example inputs
+    marker = tmp_path / "payload_ran"
+    payload = tmp_path / "payload.pt"
+    torch.save(_Payload(marker), payload)
+
+    def change(name, data):
+        if attack == "pickled weight" and name.endswith("weights_config.json"):
+            config = json.loads(data)
+            next(iter(config["config"].values()))["use_pickle"] = True
+            return json.dumps(config).encode()
+        if attack == "pickled weight" and name.endswith("data/weights/weight_0"):
+            return payload.read_bytes()
+        if attack == "pickled example inputs" and "sample_inputs" in name:
+            return payload.read_bytes()
+        return data
+
+    crafted = _rewrite(plain, tmp_path / "crafted.pt2", change)
+    if attack == "native code member":
+        with zipfile.ZipFile(crafted, "a") as archive:
+            archive.writestr("plain/data/aotinductor/model/model.so", b"\x7fELF")
+    with pytest.raises(ModelLoadError) as info:
+        load_subject(str(crafted))
+    assert not marker.exists(), "the crafted archive ran its payload"
+    assert "torch would unpickle" in str(info.value) and "refused to load" in str(info.value)
+
+
 class EvilNet(nn.Module):
     def __init__(self):
         super().__init__()
