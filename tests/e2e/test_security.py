@@ -8,6 +8,7 @@ render as typed (no Markdown bold); then an upload over the size limit. Screensh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -62,11 +63,11 @@ def app_url(tmp_path_factory):
                 raise RuntimeError(f"streamlit did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
         yield url, process, log, home
-    finally:
+    finally:  # stop it: politely, then for good
         process.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
             process.kill()
 
 
