@@ -130,14 +130,25 @@ def test_path_box_cannot_stop_the_server(app_url, tmp_path):
             page.screenshot(path=str(ARTIFACTS / "security-3-pickle.png"), full_page=True)
             assert _healthy(url) and process.poll() is None
 
+            # a model name from a shared link is shown as typed in the sidebar and in the message
+            page.goto(f"{url}/?model=__main__.EvilNet")
+            _alert_with(page, "'__main__.EvilNet' does not exist")
+            page.screenshot(path=str(ARTIFACTS / "security-4-link-name.png"), full_page=True)
+            picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first
+            assert "__main__.EvilNet" in picker.inner_text() + (picker.locator("input").first.input_value()
+                                                                if picker.locator("input").count() else "")
+            assert page.locator("[role=alert] strong, [data-testid=stSidebar] strong").count() == 0
+
             # uploads over server.maxUploadSize (1 MB on this server) are refused before they are stored
             big = tmp_path / "big.pt"
             big.write_bytes(b"\0" * 2_000_000)
+            if not page.get_by_role("tab", name="Upload a file").is_visible():
+                page.get_by_text("Load another model").click()
             page.get_by_role("tab", name="Upload a file").click()
             page.locator("input[type=file]").first.set_input_files(str(big))
             page.get_by_text("File must be 1.0MB or smaller.").wait_for(state="attached")  # the file chip's tooltip
             assert page.get_by_role("button", name="Load the uploaded model").count() == 0
-            page.screenshot(path=str(ARTIFACTS / "security-4-upload-limit.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "security-5-upload-limit.png"), full_page=True)
             uploads = home / "uploads"
             assert not uploads.exists() or not any(uploads.iterdir())
         finally:
