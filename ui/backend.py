@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - only while msa_core.models is being wr
 
 from msa_core.runs import JobRunner, RunRecord, RunSpec, RunStore  # noqa: E402,F401
 
-__all__ = ["ModelLoadError", "list_builtins", "load_subject", "JobRunner", "RunRecord", "RunSpec", "RunStore", "describe_units"]
+__all__ = ["ModelLoadError", "list_builtins", "load_subject", "JobRunner", "RunRecord", "RunSpec", "RunStore", "describe_units", "describe_run", "run_budget"]
 
 
 def describe_units(units: Any) -> str:
@@ -25,3 +25,20 @@ def describe_units(units: Any) -> str:
         return "default units"
     names = [getattr(u, "path", u) for u in units]
     return ", ".join(str(n) for n in names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
+
+
+def run_budget(spec: Any) -> str:
+    """A run's budget as text: "exact", "N evaluations" or "N permutations"."""
+    if spec.method == "exact":
+        return "exact"
+    budget = getattr(spec, "budget", None)
+    if budget:
+        return f"{int(budget):,} evaluations"
+    return f"{int(spec.n_permutations):,} permutations"
+
+
+def describe_run(record: Any) -> str:
+    """One line naming a stored run: label (or method), budget, units, short id."""
+    spec = record.spec
+    name = record.label or spec.method
+    return f"{name} · {run_budget(spec)} · {describe_units(spec.units)} · {record.id[:8]}"
