@@ -371,7 +371,9 @@ def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str
     """Lesion curves: deterministic orders as lines, random orders as their mean with a shaded band.
 
     ``curves``: a mapping (or an object with these attributes) with keys ``removed``, ``curves``
-    (name -> values), ``random_mean``, ``random_low``, ``random_high`` and ``n_random``.
+    (name -> values), ``random_mean``, ``random_low``, ``random_high``, ``n_random`` and optionally
+    ``random_name`` (the legend entry of the random mean, e.g. with its AUC). The legend sits below the
+    axes, never over the data.
     """
     get = curves.get if isinstance(curves, dict) else (lambda key, default=None: getattr(curves, key, default))
     x = np.asarray(get("removed"))
@@ -382,14 +384,16 @@ def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([high, low[::-1]]),
                                  fill="toself", fillcolor="rgba(120,120,120,0.2)", line=dict(width=0),
                                  name=f"random orders (95% band, {n_random})", hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=np.asarray(get("random_mean")), name="random orders (mean)",
+        fig.add_trace(go.Scatter(x=x, y=np.asarray(get("random_mean")),
+                                 name=get("random_name", None) or "random orders (mean)",
                                  line=dict(color="grey", dash="dash")))
     palette = ["#c0392b", "#2c7fb8", "#27ae60", "#8e44ad", "#e67e22"]
     for k, (name, y) in enumerate(dict(get("curves")).items()):
         fig.add_trace(go.Scatter(x=x, y=np.asarray(y), name=name, mode="lines+markers", marker_size=4,
                                  line=dict(color=palette[k % len(palette)])))
-    fig.update_layout(title=title, xaxis_title="units removed", yaxis_title=y_title, height=440,
-                      margin=_MARGIN, legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(title=title, xaxis_title="units removed", yaxis_title=y_title, height=520,
+                      margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0))
     return fig
 
 

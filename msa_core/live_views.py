@@ -51,9 +51,10 @@ def unit_grid_figure(
 ) -> dict[str, Any]:
     """The units as a clickable grid of cells coloured by Shapley value; lesioned cells crossed out.
 
-    A Plotly *scatter* (a heatmap returns no click events in Streamlit) as a plain figure dict: one
-    trace, one square marker per unit with ``customdata`` = unit index; a lesioned unit is a crossed
-    square with a black edge. Plain lists rather than ``go`` objects: ``st.plotly_chart`` validates the dict once,
+    A Plotly *scatter* (a heatmap returns no click events in Streamlit) as a plain figure dict: the
+    first trace holds one square marker per unit with ``customdata`` = unit index and the unit's name
+    on hover; a lesioned unit is a crossed square with a black edge. Two point-less traces after it
+    make the legend (intact, lesioned) and the colour bar says what the colour is. Plain lists rather than ``go`` objects: ``st.plotly_chart`` validates the dict once,
     instead of once more after Plotly's object-by-object construction.
 
     Args:
@@ -88,17 +89,26 @@ def unit_grid_figure(
     widths = [2 if i in off else 1 for i in range(n)]
     traces: list[dict[str, Any]] = [{
         "type": "scatter", "mode": "markers", "name": "units", "x": xs, "y": ys, "customdata": list(range(n)),
-        "text": labels, "hovertemplate": "%{text}<br>phi %{marker.color:.4g}<br>click to toggle<extra></extra>",
+        "text": labels, "showlegend": False,
+        "hovertemplate": "unit %{text}<br>" + ("Shapley value %{marker.color:.4g}<br>" if np.any(v) else "")
+                         + "click to toggle<extra></extra>",
         "marker": {"symbol": symbols, "size": cell, "color": [float(x) for x in v], "colorscale": PLOTLY_DIVERGING,
                    "cmin": -limit, "cmax": limit, "line": {"width": widths, "color": edges},
-                   "colorbar": {"title": {"text": "phi"}, "thickness": 10}, "showscale": bool(np.any(v))},
+                   "colorbar": {"title": {"text": "Shapley<br>value", "side": "top"}, "thickness": 10},
+                   "showscale": bool(np.any(v))},
         # a click selects a point; keep every cell at full opacity whatever is selected
         "selected": {"marker": {"opacity": 1}}, "unselected": {"marker": {"opacity": 1}},
     }]
+    for name, symbol, edge in (("intact unit", "square", "#bbbbbb"), ("lesioned unit (click to restore)", "square-x", "black")):
+        traces.append({"type": "scatter", "mode": "markers", "name": name, "x": [None], "y": [None],
+                       "hoverinfo": "skip", "marker": {"symbol": symbol, "size": 14, "color": "white",
+                                                       "line": {"width": 2, "color": edge}}})
     return {
         "data": traces,
         "layout": {
-            "height": n_rows * (cell + 6) + 40, "margin": {"l": 5, "r": 5, "t": 5, "b": 5}, "showlegend": False,
+            "height": n_rows * (cell + 6) + 70, "margin": {"l": 5, "r": 5, "t": 35, "b": 5}, "showlegend": True,
+            "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "itemclick": False,
+                       "itemdoubleclick": False},
             "clickmode": "event+select", "dragmode": False, "plot_bgcolor": "white",
             "xaxis": {"visible": False, "range": [-0.6, n_cols - 0.4], "fixedrange": True},
             "yaxis": {"visible": False, "range": [n_rows - 0.4, -0.6], "fixedrange": True},

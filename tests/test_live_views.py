@@ -25,7 +25,12 @@ def test_unit_grid_is_a_valid_plotly_scatter_with_one_point_per_unit():
     json.dumps(spec)  # plain JSON: no numpy scalars or arrays left in it
     figure = plotly.tools.return_figure_from_figure_or_data(spec, validate_figure=True)  # what Streamlit does
     trace = go.Figure(figure).data[0]
-    assert len(go.Figure(figure).data) == 1
+    # the units are the first trace; two point-less traces after it are the legend (intact, lesioned)
+    legend = go.Figure(figure).data[1:]
+    assert [t.name for t in legend] == ["intact unit", "lesioned unit (click to restore)"]
+    assert [t.marker.symbol for t in legend] == ["square", "square-x"] and all(t.x == (None,) for t in legend)
+    assert figure["layout"]["showlegend"] and trace.showlegend is False
+    assert "unit %{text}" in trace.hovertemplate  # the unit's name on hover
     assert list(trace.customdata) == [0, 1, 2, 3, 4]
     assert list(trace.x) == [0, 1, 0, 1, 0] and list(trace.y) == [0, 0, 1, 1, 2]  # row-major, 2 columns
     assert list(trace.text) == list("abcde")
