@@ -119,6 +119,13 @@ class RunSpec:
         for name, value in self.options:
             if not (value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value))):
                 raise ValueError(f"estimator option {name!r} must be a number, a string or a bool; got {value!r}")
+        if self.options:
+            from ..estimators import make_estimator
+
+            try:
+                make_estimator(self.method, **self.options_dict)
+            except TypeError as error:
+                raise ValueError(f"method {self.method!r} does not take the options {self.options_dict}: {error}") from None
         if self.preset is not None and (not isinstance(self.preset, str) or not self.preset.strip()):
             raise ValueError(f"preset must be None or a preset name; got {self.preset!r}")
         if self.preset is not None and self.units is not None:
