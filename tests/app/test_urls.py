@@ -73,7 +73,7 @@ def test_token_outputs_are_distinct_and_say_their_text(runs):
     import os
 
     word = "hello"  # two l: two outputs, two bars
-    record = execute(RunSpec("moe-lm", objective=f"token log-prob:{word}", n_permutations=1),
+    record = execute(RunSpec("moe-lm", objective=f"token log-prob:{word}", budget=10),
                      store=RunStore(os.environ["MSA_HOME"]))
     at = _open("pages/modes.py", {"model": "moe-lm", "run": record.id})
     box = _by_label(at.selectbox, "Bars show")

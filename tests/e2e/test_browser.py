@@ -47,7 +47,7 @@ def server(tmp_path_factory):
     port = _free_port()
     home = tmp_path_factory.mktemp("msa_home")
     store = RunStore(str(home))
-    runs = {model: execute(RunSpec(model, n_permutations=2), store=store).id for model in ("dcgan-digits", "moe-lm")}
+    runs = {model: execute(RunSpec(model, budget=40), store=store).id for model in ("dcgan-digits", "moe-lm")}
     store.close()
     env = dict(os.environ, MSA_HOME=str(home), PYTHONPATH=str(ROOT),
                MSA_TORCH_THREADS=os.environ.get("MSA_TORCH_THREADS", "1"))
