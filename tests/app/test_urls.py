@@ -116,3 +116,40 @@ def test_model_page_at_slash_model_and_short_run_ids(runs):
     assert at.session_state["msa_run"] == runs["mlp-digits"]
     run_box = at.sidebar.selectbox[1]
     assert run_box.format_func(run_box.value).endswith(runs["mlp-digits"][:8]) and "·" in run_box.format_func(run_box.value)
+
+
+def test_run_page_settings_round_trip_and_a_preset_with_topk_launches(msa_home):
+    at = _open("pages/run.py", {"model": "mlp-digits"})
+    estimator = _by_label(at.selectbox, "Estimator")
+    assert all(": " in text for text in estimator.options)  # every method with its sentence
+    _by_label(at.radio, "Units").set_value("hidden layer").run()
+    estimator.set_value("topk").run()
+    _by_label(at.number_input, "k (how many top units to settle)").set_value(3).run()
+    _by_label(at.number_input, "Budget (game evaluations)").set_value(600).run()
+    _by_label(at.number_input, "Seed").set_value(7).run()
+    _no_errors(at, "run settings")
+    params = _params(at)
+    assert {k: params[k] for k in ("units", "method", "k", "budget", "seed")} == {
+        "units": "hidden layer", "method": "topk", "k": "3", "budget": "600", "seed": "7"}
+    expected = next(m for m in at.metric if m.label == "Expected time").value
+    assert expected.endswith(" s")
+    again = _open("pages/run.py", params)
+    assert _by_label(again.radio, "Units").value == "hidden layer"
+    assert _by_label(again.selectbox, "Estimator").value == "topk"
+    assert _by_label(again.number_input, "k (how many top units to settle)").value == 3
+    assert _by_label(again.number_input, "Budget (game evaluations)").value == 600
+    next(b for b in again.button if b.label == "Launch the run").click().run()
+    _no_errors(again, "launch")
+    import time
+
+    deadline = time.time() + 60
+    while again.session_state["msa_run"] is None and time.time() < deadline:
+        time.sleep(0.3)
+        again.run()
+    _no_errors(again, "after the topk run")
+    from msa_core.runs import RunStore
+    import os
+
+    record = RunStore(os.environ["MSA_HOME"]).get(again.session_state["msa_run"])
+    assert record.spec.preset == "hidden layer" and record.spec.method == "topk"
+    assert dict(record.spec.options) == {"k": 3} and record.spec.budget == 600
