@@ -391,6 +391,12 @@ def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str
     for k, (name, y) in enumerate(dict(get("curves")).items()):
         fig.add_trace(go.Scatter(x=x, y=np.asarray(y), name=name, mode="lines+markers", marker_size=4,
                                  line=dict(color=palette[k % len(palette)])))
+    ys = np.concatenate([np.asarray(y, dtype=np.float64).reshape(-1) for y in dict(get("curves")).values()]
+                        + ([np.asarray(get("random_mean"), dtype=np.float64)] if n_random else []) or [np.zeros(1)])
+    if ys.size and float(ys.max() - ys.min()) <= 1e-9 * (1.0 + float(np.abs(ys).max())):
+        # a constant objective (e.g. mean class probability, always 1 / n_classes): no axis of rounding noise
+        middle = float(ys.mean())
+        fig.update_yaxes(range=[middle - 0.05 * (abs(middle) or 1.0), middle + 0.05 * (abs(middle) or 1.0)])
     fig.update_layout(title=title, xaxis_title="units removed", yaxis_title=y_title, height=520,
                       margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0))

@@ -58,6 +58,10 @@ with shown("Computing the lesion curves"):
                                                 title=f"Lesion curves of {record.spec.model} "
                                                       f"({len(report.removed) - 1} units)"),
                     key="curves_figure")
+    along = report.random.values
+    if float(along.max() - along.min()) <= 1e-9 * (1.0 + float(abs(along).max())):
+        st.warning(f"The {metric} of {objective!r} does not change when units are removed (class probabilities, "
+                   "for one, always average 1 / number of classes): choose the fidelity score or another objective.")
     for line in report.explanation:
         st.info(line, icon=":material/info:")
     aucs = [{"ranking": name, "AUC": round(report.auc[name], 4)} for name in report.curves if name in keep]

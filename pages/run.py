@@ -113,6 +113,7 @@ with right:
                               format_func=lambda m: f"{m}: {METHOD_DESCRIPTIONS.get(m, '')}".rstrip(": "),
                               help="How the Shapley values are estimated; every method spends the same budget "
                                    "of game evaluations.")
+    st.caption(f"**{method}**: {METHOD_DESCRIPTIONS.get(method, '')}")
     options = {}
     if method == "topk":
         options["k"] = int(state.url_widget(st.number_input, "k (how many top units to settle)", "k", default=5,
