@@ -110,3 +110,12 @@ def test_lesion_curves_go_through_the_game_runner():
 
     with pytest.raises(RunCancelled):
         lesion_curve(runner, [0, 1])
+
+
+def test_a_noisy_run_says_so():
+    game = RedundantGroupGame(group=2, a=1.0, others=4, w=0.3)
+    exact = shapley_modes(game, game.n_players, method="exact")
+    assert not any("noisy" in line for line in lesion_curve_report(game, exact, n_random=3).explanation)
+    rough = shapley_modes(game, game.n_players, n_permutations=2, seed=0)
+    rough.stderr = torch.full_like(rough.values, 1.0)  # errors far above the values
+    assert any("noisy" in line for line in lesion_curve_report(game, rough, n_random=3).explanation)

@@ -103,6 +103,21 @@ def removal_gap(curve: LesionCurve, random: LesionCurve, shapley: np.ndarray, k:
     }
 
 
+def _noise_note(result: Any, shapley: np.ndarray | None) -> list[str]:
+    """A sentence when the run's standard errors are as large as its values (a small budget)."""
+    stderr = getattr(result, "stderr", None)
+    if stderr is None or shapley is None:
+        return []
+    se = as_values(stderr).reshape(len(shapley), -1).mean(1)  # of the mean over outputs (correlated: an upper bound)
+    typical_se, typical_value = float(np.median(se)), float(np.median(np.abs(shapley)))
+    if not typical_se > 0.5 * typical_value:
+        return []
+    samples = getattr(result, "n_samples", None)
+    return [f"This run's Shapley values are noisy (typical standard error {typical_se:.2g} against a typical "
+            f"|value| of {typical_value:.2g}{f', {samples} samples' if samples else ''}): units with similar "
+            "values are ranked by chance. A larger budget sharpens the Shapley curves."]
+
+
 def _explain(report: LesionCurveReport, shapley: np.ndarray | None) -> list[str]:
     """Sentences on the least-important-first curve when it falls below the random band."""
     name = RANKINGS["shapley_ascending"]
@@ -198,5 +213,5 @@ def lesion_curve_report(
     auc = {name: curve.auc for name, curve in curves.items()} | {RANDOM: random.auc}
     report = LesionCurveReport(curves=curves, random=random, auc=auc, skipped=skipped, n_random=n_random)
     shapley = values.reshape(values.shape[0], -1).mean(1) if metric == "mean" else None
-    report.explanation = _explain(report, shapley)
+    report.explanation = _explain(report, shapley) + _noise_note(result, shapley)
     return report

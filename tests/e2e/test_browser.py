@@ -265,6 +265,7 @@ def test_model_run_modes_editor(server, page):
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     _settle(page)
     _no_exception(page)
+    assert page.get_by_text("leave-one-out drop: largest first (AUC").count() >= 1  # every ranking, with its AUC
     _shot(page, "4_lesion_curves")
 
     # 5. editor with the run: click a unit, the scores change, a second click undoes it
@@ -287,6 +288,8 @@ def test_model_run_modes_editor(server, page):
     page.get_by_text("Across stored runs").wait_for()
     _settle(page)
     _no_exception(page)
+    if (ROOT / "docs" / "FINDINGS.md").exists():  # its Markdown tables are drawn as tables
+        assert page.locator('[data-testid="stMarkdownContainer"] table').count() >= 1
     _shot(page, "6_findings")
 
 
