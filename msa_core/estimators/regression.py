@@ -164,15 +164,26 @@ class RegressionEstimator(Estimator):
                 sums["K"][slot] += c.T @ x[rows]
 
     # ------------------------------------------------------------------ solving
-    def _solve(self, A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
-        """Coefficients ``(p, out)`` minimising the weighted error with ``sum(m) = gap`` (KKT, min-norm)."""
-        p = A.shape[0]
-        kkt = torch.zeros((p + 1, p + 1), dtype=torch.float64, device=A.device)
-        kkt[:p, :p] = A
-        kkt[:p, p] = 1.0
-        kkt[p, :p] = 1.0
-        rhs = torch.cat([B, gap.reshape(1, -1)], dim=0)
-        return (torch.linalg.pinv(kkt, hermitian=True, rtol=1e-13) @ rhs)[:p]
+    @staticmethod
+    def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+        """Coefficients ``(k, p, out)`` minimising each weighted error ``(A[g], B[g])`` (``(k, p, p)``,
+        ``(k, p, out)``) subject to ``sum(m) = gap``: a batch of KKT systems in one call; where one
+        is singular (fewer distinct coalitions than features), the minimum-norm solution."""
+        k, p = A.shape[0], A.shape[1]
+        kkt = torch.zeros((k, p + 1, p + 1), dtype=torch.float64, device=A.device)
+        kkt[:, :p, :p] = A
+        kkt[:, :p, p] = 1.0
+        kkt[:, p, :p] = 1.0
+        rhs = torch.cat([B, gap.reshape(1, 1, -1).expand(k, 1, -1)], dim=1)
+        try:
+            solution = torch.linalg.solve(kkt, rhs)
+            residual = (kkt @ solution - rhs).abs().amax()
+            if bool(torch.isfinite(solution).all()) and float(residual) <= 1e-9 * (1.0 + float(rhs.abs().amax())):
+                return solution[:, :p]
+        except RuntimeError:  # singular: torch raises LinAlgError (a RuntimeError)
+            pass
+        solution = torch.linalg.lstsq(kkt.cpu(), rhs.cpu(), rcond=1e-12, driver="gelsd").solution
+        return solution[:, :p].to(A.device)
 
     def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(phi, stderr)`` flat ``(n, out)`` from the group sums (stderr None without replicates)."""
@@ -180,29 +191,26 @@ class RegressionEstimator(Estimator):
         T = self.shapley_map(design.n).to(gap.device)
         total = {name: value.sum(0) for name, value in sums.items()}
         if G < 2:
-            m = self._solve(total["A"], total["B"], gap)
+            m = self._solve(total["A"][None], total["B"][None], gap)[0]
             phi = T @ m
             if self.mc_correction:
                 phi = phi + total["U"] - total["K"] @ m
             return phi, None
         scale = G / (G - 1)
         sampled = {name: value[1:].sum(0) for name, value in sums.items()}
-        replicates = []
-        for g in range(G):
-            held_out = {name: sums[name][0] + scale * (sampled[name] - sums[name][g + 1]) for name in ("A", "B")}
-            m = self._solve(held_out["A"], held_out["B"], gap)
-            if self.mc_correction:  # surrogate without group g, residuals of group g (and the census)
-                census = sums["U"][0] - sums["K"][0] @ m
-                replicates.append(T @ m + census + G * (sums["U"][g + 1] - sums["K"][g + 1] @ m))
-            else:
-                replicates.append(T @ m)
-        stack = torch.stack(replicates)
-        if self.mc_correction:
-            phi = stack.mean(0)
-            stderr = stack.std(0, correction=1) / math.sqrt(G)
-        else:
-            phi = T @ self._solve(total["A"], total["B"], gap)
-            stderr = torch.sqrt((G - 1) / G * ((stack - stack.mean(0)) ** 2).sum(0))
+        # slot 0: every sample; slot g + 1: without group g (the others reweighted by G / (G - 1))
+        held_out = {
+            name: torch.cat([total[name][None], sums[name][0] + scale * (sampled[name] - sums[name][1:])])
+            for name in ("A", "B")
+        }
+        m = self._solve(held_out["A"], held_out["B"], gap)  # (G + 1, p, out)
+        replicates = T @ m[1:]  # (G, n, out)
+        if self.mc_correction:  # surrogate without group g, residuals of group g (and of the census)
+            census = sums["U"][0] - sums["K"][0] @ m[1:]
+            replicates = replicates + census + G * (sums["U"][1:] - sums["K"][1:] @ m[1:])
+            return replicates.mean(0), replicates.std(0, correction=1) / math.sqrt(G)
+        phi = T @ m[0]
+        stderr = torch.sqrt((G - 1) / G * ((replicates - replicates.mean(0)) ** 2).sum(0))
         return phi, stderr
 
     # ------------------------------------------------------------------ the run
