@@ -335,7 +335,8 @@ def _summary(record: Any, count: int) -> str:
 # ---------------------------------------------------------------------------------------- runs
 def _build_runs(sub: Any) -> None:
     parser = sub.add_parser("runs", help=SUBCOMMAND_HELP["runs"])
-    runs = parser.add_subparsers(dest="runs_command", metavar="{list,show,export,import,delete}")
+    runs = parser.add_subparsers(dest="runs_command", metavar="{list,show,export,import,delete}",
+                                 help="what to do with the store")
     runs.required = True
     runs.add_parser("list", help="list stored runs").set_defaults(func=_cmd_runs_list)
     show = runs.add_parser("show", help="show one run")
@@ -471,7 +472,8 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     """The ``msa`` parser. Subcommands registered with a help line are built only when ``command`` names
     them (``"*"``: all); the others appear with their help line, so ``msa --help`` stays fast."""
     parser = _Parser(prog="msa", description="Multiperturbation Shapley-value Analysis of neural-network units.")
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", parser_class=_Parser,
+                                help="the command (msa COMMAND --help for its options)")
     sub.required = True
     for name, builder in SUBCOMMANDS.items():
         if command in ("*", name) or name not in SUBCOMMAND_HELP:

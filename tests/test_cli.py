@@ -128,6 +128,7 @@ def test_runs_list_show_export_import_delete(capsys, model, tmp_path, home):
         (["run", "{model}", "--device", "cuda:7"], "cuda"),
         (["run", "{model}", "--address", "1.2.3.4:6379"], "--backend ray"),
         (["run", "{model}", "--budget", "0"], "--budget"),
+        (["run", "{model}", "--budget", "1"], "budget"),
         (["run", "{model}", "--k", "0", "--method", "topk"], "--k"),
         (["run", "{model}", "--k", "2"], "does not take the options"),
         (["run", "{model}", "--permutations", "5", "--budget", "90"], "not both"),
@@ -254,9 +255,13 @@ def test_help_imports_no_torch_and_every_run_option_has_help(tmp_path):
 
     parser = build_parser("*")
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    for name, sub in commands.items():
-        for action in sub._actions:
-            assert action.help, (name, action.dest)  # every option of every command says what it does
+    parsers = [("msa", parser)]
+    while parsers:  # every option of every command and subcommand says what it does
+        name, current = parsers.pop()
+        for action in current._actions:
+            assert action.help, (name, action.dest)
+            if isinstance(action.choices, dict):  # a subparsers action: its commands
+                parsers += [(f"{name} {k}", p) for k, p in action.choices.items()]
     method = next(a for a in commands["run"]._actions if a.dest == "method")
     assert list(method.choices) == list(METHODS) and all(name in method.help for name in METHODS)
 

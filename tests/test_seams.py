@@ -149,3 +149,50 @@ def test_an_unknown_preset_names_the_presets(tmp_path):
         execute(RunSpec("mlp-digits", preset="hidden layers"), RunStore(tmp_path / "store"))
     with pytest.raises(ValueError, match="presets: 'hidden layer'"):
         resolve(RunSpec("mlp-digits", units=("hidden layers",)))
+
+
+class _CancelAfterCheckpoint(RunStore):
+    """A store that asks the run to stop once it has saved its first checkpoint."""
+
+    def __init__(self, root, cancel) -> None:
+        super().__init__(root)
+        self.cancel = cancel
+
+    def save_checkpoint(self, *args, **kwargs):
+        super().save_checkpoint(*args, **kwargs)
+        self.cancel.set()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_resumes_from_a_checkpoint_with_the_uninterrupted_values(method, recipe, tmp_path):
+    import threading
+
+    from msa_core import RunCancelled
+
+    spec = RunSpec(recipe, method=method, budget=20000, seed=1, batch_size=64, options=_few_top_units(method))
+    reference = execute(spec, RunStore(tmp_path / "reference")).result
+    cancel = threading.Event()
+    store = _CancelAfterCheckpoint(tmp_path / "store", cancel)
+    try:
+        execute(spec, store, cancel=cancel, checkpoint_interval=0.0)
+        resumed = False  # one block only: nothing to resume (the run ended at its first checkpoint)
+    except RunCancelled:
+        resumed = True
+        assert spec_key_in(store, spec)
+    record = execute(spec, RunStore(tmp_path / "store"))
+    assert resumed == (record.params["resumed_evaluations"] > 0)
+    assert resumed or make_estimator(method).plan(5, 2) == make_estimator(method).plan(5, 10**6), method
+    assert torch.equal(record.result.values, reference.values)
+
+
+def _few_top_units(method: str) -> dict:
+    """``{"k": 2}`` for a method that takes k (an adaptive top-k search then needs several rounds)."""
+    try:
+        make_estimator(method, k=2)
+    except TypeError:
+        return {}
+    return {"k": 2}
+
+
+def spec_key_in(store: RunStore, spec: RunSpec) -> bool:
+    return resolve(spec).key in store.checkpoints()

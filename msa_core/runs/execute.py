@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..estimators import SamplingState, make_estimator, shapley_modes
 from ..result import ShapleyResult
-from .spec import ResolvedRun, RunSpec, resolve
+from .spec import ResolvedRun, RunSpec, budget_evaluations, resolve
 from .store import RunRecord, RunStore
 
 __all__ = ["execute", "plan", "run_estimator", "DEFAULT_CHECKPOINT_INTERVAL"]
@@ -256,5 +256,5 @@ def plan(spec: RunSpec, resolved: ResolvedRun | None = None, game: Any = None) -
     game = game if game is not None else resolved.game()
     n = int(game.n_players)
     estimator = make_estimator(spec.method, **spec.options_dict)
-    planned = estimator.plan(n, **_budget(spec))
+    planned = estimator.plan(n, budget_evaluations(spec, n))
     return {"n_players": n, "n_units": int(planned["n_units"]), "evaluations": int(planned["evaluations"])}

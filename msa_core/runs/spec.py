@@ -114,8 +114,8 @@ class RunSpec:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if isinstance(self.n_permutations, bool) or not isinstance(self.n_permutations, int) or self.n_permutations < 1:
             raise ValueError(f"n_permutations must be a positive integer; got {self.n_permutations!r}")
-        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1):
-            raise ValueError(f"budget must be None or a positive integer number of evaluations; got {self.budget!r}")
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 2):
+            raise ValueError(f"budget must be None or a number of game evaluations >= 2; got {self.budget!r}")
         for name, value in self.options:
             if not (value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value))):
                 raise ValueError(f"estimator option {name!r} must be a number, a string or a bool; got {value!r}")
@@ -245,16 +245,41 @@ class ResolvedRun:
     objective_description: dict[str, Any]
     document: dict[str, Any]
     key: str
+    built_game: Any = dataclasses.field(default=None, repr=False)
 
     def game(self) -> Any:
-        """The subject's lesion game for this run."""
-        return self.subject.game(
-            units=self.units,
-            objective=self.objective,
-            lesion=self.spec.lesion,
-            batch_size=self.spec.batch_size,
-            device=self.spec.device,
-        )
+        """The subject's lesion game for this run (built once, then kept)."""
+        if self.built_game is None:
+            self.built_game = self.subject.game(
+                units=self.units,
+                objective=self.objective,
+                lesion=self.spec.lesion,
+                batch_size=self.spec.batch_size,
+                device=self.spec.device,
+            )
+        return self.built_game
+
+    @property
+    def budget(self) -> int | None:
+        """The effective budget in game evaluations (None for a method whose cost ignores it)."""
+        return self.document["budget"]
+
+
+def budget_evaluations(spec: RunSpec, n_players: int) -> int:
+    """Game evaluations the spec's budget stands for: ``budget``, or what ``n_permutations`` join orders cost."""
+    from ..estimators import resolve_budget
+
+    return resolve_budget(n_players, spec.budget, None if spec.budget is not None else spec.n_permutations)
+
+
+def effective_budget(spec: RunSpec, n_players: int) -> int | None:
+    """:func:`budget_evaluations`, or None when the method's plan does not depend on the budget (exact)."""
+    from ..estimators import make_estimator
+
+    estimator = make_estimator(spec.method, **spec.options_dict)
+    if estimator.plan(n_players, 2) == estimator.plan(n_players, 10**12):
+        return None
+    return budget_evaluations(spec, n_players)
 
 
 def canonical_json(document: Any) -> str:
@@ -285,19 +310,19 @@ def resolve(spec: RunSpec, subject: Any = None) -> ResolvedRun:
         made = subject.objectives[objective]()
     description = made.describe() if made is not None and hasattr(made, "describe") else {"name": "output"}
     units = _resolve_units(spec, subject)
+    resolved = ResolvedRun(spec, subject, units, objective, description, {}, "")
+    budget = effective_budget(spec, int(resolved.game().n_players))
     document = {
         "fingerprint": subject.fingerprint,
         "units": [_unit_to_json(u) for u in units],
         "objective": {"key": objective, **description},
         "lesion": spec.lesion,
         "method": spec.method,
-        "n_permutations": None if spec.method == "exact" or spec.budget is not None else int(spec.n_permutations),
-        "seed": None if spec.method == "exact" else int(spec.seed),
+        "budget": budget,  # evaluations: n_permutations=M and budget=2+M(n-1) are the same run
+        "seed": None if budget is None else int(spec.seed),
         "msa_core": __version__,
     }
     # added only when set, so that the keys of runs without them stay what they were
-    if spec.budget is not None and spec.method != "exact":
-        document["budget"] = int(spec.budget)
     if spec.options:
         document["options"] = spec.options_dict
     if tasks_hash is not None:
@@ -305,8 +330,9 @@ def resolve(spec: RunSpec, subject: Any = None) -> ResolvedRun:
     source = recipe_source_hash(spec.model)
     if source is not None:
         document["recipe_source"] = source
-    key = hashlib.sha256(canonical_json(document).encode()).hexdigest()
-    return ResolvedRun(spec, subject, units, objective, description, document, key)
+    resolved.document = document
+    resolved.key = hashlib.sha256(canonical_json(document).encode()).hexdigest()
+    return resolved
 
 
 def file_hash(path: Path | str) -> str:
