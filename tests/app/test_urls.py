@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from .test_pages import ROOT, _no_errors, msa_home, runs  # noqa: E402,F401 - the module's fixtures
+from .test_pages import ROOT, _launch_and_wait, _no_errors, msa_home, runs  # noqa: E402,F401 - the module's fixtures
 
 
 def _params(at: AppTest) -> dict[str, str]:
@@ -138,15 +138,7 @@ def test_run_page_settings_round_trip_and_a_preset_with_topk_launches(msa_home):
     assert _by_label(again.selectbox, "Estimator").value == "topk"
     assert _by_label(again.number_input, "k (how many top units to settle)").value == 3
     assert _by_label(again.number_input, "Budget (game evaluations)").value == 600
-    next(b for b in again.button if b.label == "Launch the run").click().run()
-    _no_errors(again, "launch")
-    import time
-
-    deadline = time.time() + 60
-    while again.session_state["msa_run"] is None and time.time() < deadline:
-        time.sleep(0.3)
-        again.run()
-    _no_errors(again, "after the topk run")
+    _launch_and_wait(again, 600)
     from msa_core.runs import RunStore
     import os
 
