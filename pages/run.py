@@ -8,7 +8,7 @@ import streamlit as st
 
 from msa_core.estimators import MAX_EXACT_PLAYERS, METHOD_DESCRIPTIONS, METHODS
 from ui import resources, state
-from ui.backend import RunSpec, describe_units, run_budget
+from ui.backend import RunSpec, describe_units, progress_text, run_budget
 from ui.errors import message, shown
 from ui.run_cost import run_cost, run_plan
 
@@ -28,15 +28,6 @@ st.caption(f"Model **{subject.name}**. A run lesions random combinations of the 
 
 # ------------------------------------------------------------------ the job in progress
 job_id = st.session_state.get(state.JOB)
-
-
-def progress_text(status) -> str:
-    """The progress line; before the run knows its size it says so (never "0 / 0 evaluations")."""
-    if not status.total:
-        return f"{status.state}: loading the model and planning the run..."
-    eta = f"{status.eta_s:.0f} s left" if status.eta_s is not None else "estimating time left"
-    rate = f" · {status.evals_per_s:,.0f} evaluations/s" if status.evals_per_s else ""
-    return f"{status.state}: {status.done:,} / {status.total:,} evaluations{rate} · {eta}"
 
 
 @st.fragment(run_every=0.5)
