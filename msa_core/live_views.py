@@ -117,14 +117,15 @@ def unit_grid_figure(
 
 
 def _bars_option(categories: list[str], series: list[tuple[str, np.ndarray, str]], *, title: str, y_title: str,
-                 y_max: float | None = None) -> dict[str, Any]:
+                 y_max: float | None = None, x_title: str = "") -> dict[str, Any]:
     return {
         "animation": False,
         "title": {"text": title, "textStyle": {"fontSize": 14}},
         "legend": {"right": 10, "top": 0},
         "tooltip": {"trigger": "axis"},
-        "grid": {"left": 50, "right": 10, "top": 40, "bottom": 30, "containLabel": True},
-        "xAxis": {"type": "category", "data": categories, "axisLabel": {"interval": 0, "hideOverlap": True}},
+        "grid": {"left": 50, "right": 10, "top": 40, "bottom": 45 if x_title else 30, "containLabel": True},
+        "xAxis": {"type": "category", "data": categories, "axisLabel": {"interval": 0, "hideOverlap": True},
+                  "name": x_title, "nameLocation": "middle", "nameGap": 28},
         "yAxis": {"type": "value", "name": y_title, "max": y_max},
         "series": [{"type": "bar", "name": name, "data": [round(float(x), 6) for x in values],
                     "itemStyle": {"color": colour}} for name, values, colour in series],
@@ -132,14 +133,17 @@ def _bars_option(categories: list[str], series: list[tuple[str, np.ndarray, str]
 
 
 def score_comparison_option(intact: Any, edited: Any, *, labels: Sequence[str] | None = None, title: str = "",
-                            y_title: str = "score") -> dict[str, Any]:
+                            y_title: str = "score", x_title: str = "") -> dict[str, Any]:
     """ECharts grouped bars of a vector score (per-class accuracy, per-language score), intact vs edited.
 
-    ``intact``, ``edited``: ``(k,)`` (or any shape with ``k`` elements); ``labels``: ``k`` names.
+    ``intact``, ``edited``: ``(k,)`` (or any shape with ``k`` elements); ``labels``: ``k`` names (repeated
+    names are numbered, see :func:`msa_core.figures.output_names`); ``x_title``: what they are ("digit").
     """
+    from .figures import output_names
+
     a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
-    x = [str(label) for label in labels] if labels is not None and len(labels) == a.size else [str(j) for j in range(a.size)]
-    return _bars_option(x, [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)], title=title, y_title=y_title)
+    return _bars_option(output_names(labels, a.size), [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)],
+                        title=title, y_title=y_title, x_title=x_title)
 
 
 def token_probability_option(tokens: Sequence[str], intact: Any, edited: Any, *, title: str = "") -> dict[str, Any]:
@@ -150,7 +154,7 @@ def token_probability_option(tokens: Sequence[str], intact: Any, edited: Any, *,
     a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
     x = [f"{k}:{token}" for k, token in enumerate(tokens)]
     return _bars_option(x, [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)], title=title,
-                        y_title="p(token)", y_max=1.0)
+                        y_title="p(token)", y_max=1.0, x_title="position:token")
 
 
 def diverging_rgb(values: np.ndarray, limit: float) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 from msa_core import editor as ed
+from msa_core import figures
 from msa_core import live_views as live
 from ui import resources, state
 from ui.errors import message, shown
@@ -93,7 +94,9 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
         if score.numel() > 1:
             if "probability" not in name:  # mean class probability is always 1 / n_classes
                 st.metric(f"Mean {name}", f"{float(score.mean()):.3f}", delta=f"{float(score.mean() - before.mean()):+.3f}")
-            st.echarts_chart(live.score_comparison_option(before, score, labels=label_list, title=name, y_title=name),
+            axis = figures.output_axis_title(subject.objective_kind(name), label_list)
+            st.echarts_chart(live.score_comparison_option(before, score, labels=label_list, title=name, y_title=name,
+                                                          x_title=axis),
                              key=f"editor_score_{name}", height=300)
         else:
             st.metric(name, f"{float(score):.4f}", delta=f"{float(score - before):+.4f}")

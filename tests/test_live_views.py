@@ -63,6 +63,9 @@ def test_score_and_token_options_hold_both_series():
     assert fallback["xAxis"]["data"] == ["0", "1", "2"]
     tokens = L.token_probability_option(list("ab"), [0.5, 0.2], [0.4, 0.1])
     assert tokens["xAxis"]["data"] == ["0:a", "1:b"] and tokens["yAxis"]["max"] == 1.0
+    assert tokens["xAxis"]["name"] == "position:token"
+    repeated = L.score_comparison_option([1, 2], [1, 2], labels=["l", "l"], x_title="class")
+    assert repeated["xAxis"]["data"] == ["0:l", "1:l"] and repeated["xAxis"]["name"] == "class"
 
 
 def test_diverging_colours_are_blue_white_red():
