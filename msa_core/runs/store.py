@@ -242,22 +242,18 @@ class RunStore:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, run_id: str, state_dict: dict[str, Any], info: dict[str, Any] | None = None) -> None:
-        """Store a :meth:`SamplingState.state_dict` (as npz bytes) for run ``run_id``."""
-        acc = state_dict["accumulator"]
-        arrays: dict[str, Any] = {
-            "next_unit": np.asarray(state_dict["next_unit"], dtype=np.int64),
-            "n_evaluations": np.asarray(state_dict["n_evaluations"], dtype=np.int64),
-            "count": np.asarray(acc["count"], dtype=np.int64),
-            "info_json": np.asarray(json.dumps({**(info or {}), "saved": time.time()})),
-        }
-        for name, value in (("mean", acc["mean"]), ("m2", acc["m2"]),
-                            ("empty", state_dict["empty"]), ("intact", state_dict["intact"])):
-            if value is not None:
-                arrays[name] = np.asarray(value)
+        """Store a :meth:`SamplingState.state_dict` (flattened to npz bytes, the method's ``extra`` state
+        included) for run ``run_id``."""
+        from ..estimators.base import flatten_state
+
+        arrays: dict[str, Any] = flatten_state(state_dict)
+        arrays["info_json"] = np.asarray(json.dumps({**(info or {}), "saved": time.time()}))
         self.cache.set(f"ckpt/{run_id}", _npz_bytes(arrays))
 
     def load_checkpoint(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """``(state_dict, info)`` of run ``run_id``'s checkpoint, or None."""
+        """``(state_dict, info)`` of run ``run_id``'s checkpoint, or None (also for a corrupt one)."""
+        from ..estimators.base import unflatten_state
+
         data = self.cache.get(f"ckpt/{run_id}")
         if data is None:
             return None
@@ -265,14 +261,17 @@ class RunStore:
             arrays = _npz_load(data)
         except (ValueError, OSError):
             return None  # a corrupt checkpoint: start over rather than fail
-        state = {
-            "next_unit": int(arrays["next_unit"]),
-            "n_evaluations": int(arrays["n_evaluations"]),
-            "accumulator": {"count": int(arrays["count"]), "mean": arrays.get("mean"), "m2": arrays.get("m2")},
-            "empty": arrays.get("empty"),
-            "intact": arrays.get("intact"),
-        }
-        return state, json.loads(str(arrays["info_json"]))
+        info = json.loads(str(arrays.pop("info_json")))
+        if "count" in arrays:  # the layout before the flat one: accumulator fields at the top level
+            arrays = {(f"accumulator/{k}" if k in ("count", "mean", "m2") else k): v for k, v in arrays.items()}
+        state = unflatten_state(arrays)
+        state.setdefault("accumulator", {})
+        state["accumulator"].setdefault("count", 0)
+        for name in ("mean", "m2"):
+            state["accumulator"].setdefault(name, None)
+        for name in ("empty", "intact"):
+            state.setdefault(name, None)
+        return state, info
 
     def has_checkpoint(self, run_id: str) -> bool:
         return f"ckpt/{run_id}" in self.cache
