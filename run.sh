@@ -34,8 +34,10 @@ case "${1:-}" in
     shift
     ensure_venv
     ensure_installed ""
+    # localhost unless MSA_ADDRESS says otherwise; no file watcher (MSA_FILE_WATCHER=auto to reload on edits)
     exec "$PY" -m streamlit run app.py --server.address "${MSA_ADDRESS:-localhost}" \
-      --server.headless "${MSA_HEADLESS:-false}" --browser.gatherUsageStats false "$@"
+      --server.headless "${MSA_HEADLESS:-false}" --server.fileWatcherType "${MSA_FILE_WATCHER:-none}" \
+      --browser.gatherUsageStats false "$@"
     ;;
   test)
     shift

@@ -34,7 +34,7 @@ from .subject import (
     run_once,
 )
 
-__all__ = ["load_file_subject", "load_torchscript", "load_exported", "Tap", "tap_graph_module"]
+__all__ = ["load_file_subject", "load_torchscript", "load_exported", "Tap", "tap_graph_module", "sniff"]
 
 _ACTIVATION_OPS = {
     "relu", "relu_", "gelu", "silu", "silu_", "tanh", "sigmoid", "leaky_relu", "leaky_relu_", "elu", "hardtanh",
@@ -137,7 +137,68 @@ def _as_args(inputs: Any) -> tuple:
     return (inputs,)
 
 
+def _printable(data: bytes) -> str | None:
+    """The bytes as text when they read as mostly printable UTF-8 (a text file), else None."""
+    text = data.decode("utf-8", errors="replace")
+    shown = sum(ch.isprintable() or ch in "\n\r\t" for ch in text)
+    return text if text and shown >= 0.9 * len(text) else None
+
+
+def sniff(path: Path) -> tuple[str, str]:
+    """What a model file holds, from its first bytes: ``(kind, description)``.
+
+    ``kind`` is ``"torchscript"`` or ``"export"`` (a zip archive written by ``torch.jit.save`` /
+    ``torch.export.save``), ``"pickle"`` (``torch.save``: a zip with ``data.pkl`` or a legacy pickle) or
+    ``"other"``; ``description`` says what was found ("an empty file", "text starting with '...'",
+    "a zip archive without data.pkl (holds: ...)", "binary data starting with 0x...").
+    """
+    import zipfile
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as error:
+        return "other", f"a file that cannot be read ({error.strerror or error})"
+    if not head:
+        return "other", "an empty file (0 bytes)"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "other", "a damaged zip archive"
+        leaves = {name.rsplit("/", 1)[-1] for name in names}
+        if any("serialized_exported_program" in name or name.endswith("/models/model.json") for name in names):
+            return "export", "a torch.export archive"
+        if "constants.pkl" in leaves or any("/code/" in name for name in names):
+            return "torchscript", "a TorchScript archive"
+        if "data.pkl" in leaves:
+            return "pickle", "a torch.save archive (data.pkl)"
+        listed = ", ".join(names[:5]) + (f", ... ({len(names)} files)" if len(names) > 5 else "")
+        return "other", f"a zip archive without data.pkl (holds: {listed or 'nothing'})"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5 (legacy torch.save starts so too)
+        return "pickle", "a pickle"
+    text = _printable(head)
+    if text is not None:
+        preview = text[:40].replace("\n", " ").strip()
+        return "other", f"text starting with {preview!r}"
+    return "other", f"binary data starting with 0x{head[:8].hex()}, neither a zip archive nor a pickle"
+
+
+def not_a_model_file(path: Path, found: str) -> ModelLoadError:
+    """The error for a file that is no PyTorch model format at all (``found``: what :func:`sniff` saw)."""
+    return ModelLoadError(
+        f"{str(path)!r} is not a PyTorch model file (found: {found}). Give a TorchScript file (torch.jit.save, "
+        ".pt), a torch.export program (torch.export.save, .pt2) or a recipe 'file.py:function'"
+    )
+
+
 def _refuse_pickle(path: Path, reason: str) -> ModelLoadError:
+    kind, found = sniff(path)
+    if kind == "export":
+        return ModelLoadError(f"{str(path)!r} is a torch.export program, not TorchScript: give it the suffix .pt2")
+    if kind != "pickle":
+        return not_a_model_file(path, found if kind == "other" else f"{found} that failed to load: {reason}")
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
@@ -193,6 +254,9 @@ def load_exported(path: Path, device: str) -> tuple[nn.Module, Any]:
     try:
         program = _quiet(torch.export.load, str(path))
     except Exception as error:  # noqa: BLE001
+        kind, _ = sniff(path)
+        if kind == "pickle":
+            raise _refuse_pickle(path, "not a torch.export program") from None
         raise ModelLoadError(f"could not load {str(path)!r} as a torch.export program: {type(error).__name__}: {error}") from None
     example = None
     saved = getattr(program, "example_inputs", None)
@@ -213,6 +277,9 @@ def load_file_subject(path: Path, *, inputs: Any, labels: torch.Tensor | None, d
     """
     suffix = path.suffix.lower()
     notes = ""
+    kind, found = sniff(path)
+    if kind == "other" and suffix in (".pt2", ".pt", ".pth", ".ts", ".jit"):
+        raise not_a_model_file(path, found)  # before torch parses it: no misleading pickle or miniz message
     if suffix == ".pt2":
         model, example = load_exported(path, device)
         if inputs is None:
