@@ -26,7 +26,7 @@ RECIPE = textwrap.dedent(
     def make():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
-        return {"model": model, "inputs": torch.randn(8, 6), "default_units": ["1"]}
+        return {"model": model, "inputs": torch.randn(8, 6), "default_units": ["1"], "unit_presets": {"first": ["0"]}}
     '''
 )
 
@@ -127,6 +127,14 @@ def test_runs_list_show_export_import_delete(capsys, model, tmp_path, home):
         (["run", "{model}", "--out", "{tmp}/x.txt"], ".npz"),
         (["run", "{model}", "--device", "cuda:7"], "cuda"),
         (["run", "{model}", "--address", "1.2.3.4:6379"], "--backend ray"),
+        (["run", "{model}", "--budget", "0"], "--budget"),
+        (["run", "{model}", "--budget", "1"], "budget"),
+        (["run", "{model}", "--k", "0", "--method", "topk"], "--k"),
+        (["run", "{model}", "--k", "2"], "does not take the options"),
+        (["run", "{model}", "--permutations", "5", "--budget", "90"], "not both"),
+        (["run", "{model}", "--preset", "first", "--layer", "0"], "not both"),
+        (["run", "{model}", "--preset", "nope"], "presets: 'first'"),
+        (["run", "{model}", "--tasks", "{tmp}/none.yaml"], "--tasks: no file at"),
         (["runs", "show", "abcdef"], "no run"),
         (["runs", "export", "abcdef", "{tmp}/x.npz"], "no run"),
         (["runs", "delete", "ab"], "at least 4"),
@@ -226,3 +234,49 @@ def test_missing_inputs_file_fails_before_loading_the_model(capsys, tmp_path, mo
     for command in ("run", "layers"):
         code, _, err = run(capsys, command, "mlp-digits", "--inputs", str(tmp_path / "nope.npz"))
         assert code == 2 and "--inputs: no file at" in err, err
+
+
+def test_help_imports_no_torch_and_every_run_option_has_help(tmp_path):
+    code = textwrap.dedent(
+        """
+        import sys, time
+        began = time.perf_counter()
+        from msa_core.cli import main
+        assert main(["--help"]) == 0
+        print("torch" in sys.modules, time.perf_counter() - began)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2] == "False" and "run" in done.stdout  # msa --help: no torch import
+    from msa_core.cli import build_parser
+    from msa_core.estimators import METHODS
+
+    parser = build_parser("*")
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    parsers = [("msa", parser)]
+    while parsers:  # every option of every command and subcommand says what it does
+        name, current = parsers.pop()
+        for action in current._actions:
+            assert action.help, (name, action.dest)
+            if isinstance(action.choices, dict):  # a subparsers action: its commands
+                parsers += [(f"{name} {k}", p) for k, p in action.choices.items()]
+    method = next(a for a in commands["run"]._actions if a.dest == "method")
+    assert list(method.choices) == list(METHODS) and all(name in method.help for name in METHODS)
+
+
+def test_run_with_a_preset_and_a_budget_ends_with_a_summary(capsys, model, home):
+    code, out, err = run(capsys, "run", model, "--preset", "first", "--budget", "60", "--seed", "2")
+    assert code == 0, err
+    record = RunStore(home).get(out.strip())
+    assert record.spec.preset == "first" and record.params["units_text"] == "0" and record.result.n_players == 12
+    assert record.spec.budget == 60 and record.result.n_evaluations <= 60
+    assert "12 players" in err and f"{record.result.n_evaluations} evaluations" in err
+    gap = next(line for line in err.splitlines() if line.startswith("efficiency"))
+    assert float(gap.split("=")[-1]) == pytest.approx(record.result.efficiency_gap(), abs=1e-3)
+    top = record.result.unit_labels[int(record.result.total_contribution().abs().argmax())]
+    assert any(line.split()[:1] == [top] for line in err.splitlines())  # the top unit, with value and stderr
+    assert err.strip().endswith(f"more: msa runs show {record.short_id}")
+    code, again, err = run(capsys, "run", model, "--layer", "first", "--budget", "60", "--seed", "2")
+    assert code == 0 and again == out and "found in the store" in err  # a preset named as a layer: same run

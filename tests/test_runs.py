@@ -401,21 +401,79 @@ def test_run_key_follows_the_inputs_content_not_their_path(tmp_path):
     assert run_key(spec.replace(inputs=str(relabelled), objective="output")) == run_key(spec.replace(objective="output"))
 
 
-def test_ray_worker_block_rebuilds_the_subject_with_its_inputs(tmp_path):
-    """compute_block (what a Ray task runs; no Ray needed) loads the inputs file and checks the driver's key."""
-    from msa_core.runs.ray_backend import compute_block
+def test_ray_worker_rebuilds_the_subject_with_its_inputs_and_checks_the_key(tmp_path):
+    """evaluate_rows (what a Ray worker runs; no Ray needed) loads the inputs file and checks the driver's key."""
+    from msa_core.runs.ray_backend import evaluate_rows
 
     _, pt, npz = _torchscript_and_inputs(tmp_path)
     spec = RunSpec(str(pt), inputs=str(npz), units=("ops.relu",), objective="output", n_permutations=4, seed=2)
     resolved = resolve(spec)
-    local = shapley_modes(resolved.game(), 6, n_permutations=4, seed=2)
-    empty, intact = local.empty.numpy(), local.intact.numpy()
-    state, evaluations, _ = compute_block(spec.to_dict(), 0, 4, empty, intact, False, resolved.key)
-    assert evaluations == 4 * 5
-    from msa_core.accumulate import MomentAccumulator
-
-    accumulator = MomentAccumulator.from_state_dict({k: v for k, v in state.items()})
-    assert torch.allclose(accumulator.mean.reshape(local.values.shape), local.values)
+    coalitions = torch.rand(7, 6) < 0.5
+    values, _ = evaluate_rows(spec.to_dict(), resolved.key, "coalitions", coalitions.numpy())
+    assert torch.equal(torch.from_numpy(values), resolved.game()(coalitions))
     _, _, other = _torchscript_and_inputs(tmp_path, seed=1)
     with pytest.raises(ValueError, match="differs from the driver's"):  # another file at the worker's path
-        compute_block(spec.replace(inputs=str(other)).to_dict(), 0, 4, empty, intact, False, resolved.key)
+        evaluate_rows(spec.replace(inputs=str(other)).to_dict(), resolved.key, "coalitions", coalitions.numpy())
+
+
+def test_spec_budget_options_preset_tasks_validate_round_trip_and_old_records_load():
+    spec = RunSpec("m", method="topk", budget=300, options={"k": 2}, preset="hidden layer", tasks="/t.yaml")
+    assert spec.options == (("k", 2),) and hash(spec) == hash(RunSpec.from_dict(spec.to_dict()))
+    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    old = {"model": "mlp-digits", "units": ["1"], "method": "permutation", "n_permutations": 5, "seed": 1}
+    loaded = RunSpec.from_dict(old)  # a record stored before these fields existed
+    assert loaded.budget is None and loaded.options == () and loaded.preset is None and loaded.tasks is None
+    for bad, message in [
+        (dict(budget=0), "budget"),
+        (dict(options={"k": [1]}), "option 'k'"),
+        (dict(method="permutation", options={"k": 3}), "does not take the options"),
+        (dict(units=("1",), preset="hidden layer"), "not both"),
+        (dict(preset=""), "preset"),
+        (dict(tasks=""), "tasks"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            RunSpec("mlp-digits", **bad).validate()
+
+
+def test_run_key_follows_budget_options_and_the_tasks_content_not_its_path(recipe, tmp_path):
+    ref = f"{recipe}:make"
+    base = RunSpec(ref, method="topk", n_permutations=8)
+    subject = resolve(base).subject  # given to resolve: the key logic without a battery-aware loader
+    keys = {resolve(s, subject).key for s in (base, base.replace(budget=200), base.replace(options={"k": 2}))}
+    assert len(keys) == 3
+    first, moved, other = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    first.write_text("tasks: []\n")
+    moved.write_text("tasks: []\n")
+    other.write_text("tasks: [x]\n")
+    with_tasks = {p: resolve(base.replace(tasks=str(p)), subject).key for p in (first, moved, other)}
+    assert with_tasks[first] == with_tasks[moved] != with_tasks[other] and with_tasks[first] not in keys
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve(base.replace(tasks=str(tmp_path / "none.yaml")), subject)
+
+
+def test_editing_a_recipe_file_or_module_never_returns_a_stale_run(recipe, store, tmp_path, monkeypatch):
+    import importlib
+
+    from msa_core.runs import recipe_source_hash
+
+    spec = RunSpec(f"{recipe}:make", n_permutations=3)
+    first = execute(spec, store)
+    recipe.write_text(recipe.read_text() + "\n# an edit that changes no weight\n")
+    second = execute(spec, store)
+    assert not second.params["cached"] and second.id != first.id
+    assert execute(spec, store).params["cached"]  # unchanged since: found
+
+    package = tmp_path / "pkgroot"
+    package.mkdir()
+    module = package / "msa_edit_me_recipe.py"
+    module.write_text(RECIPE)
+    monkeypatch.syspath_prepend(str(package))
+    ref = "msa_edit_me_recipe:make"
+    before = recipe_source_hash(ref)
+    assert before is not None and "msa_edit_me_recipe" not in sys.modules  # hashed without importing it
+    key = run_key(RunSpec(ref, n_permutations=3))
+    module.write_text(RECIPE + "\n# edited\n")
+    importlib.invalidate_caches()
+    assert recipe_source_hash(ref) != before
+    sys.modules.pop("msa_edit_me_recipe", None)
+    assert run_key(RunSpec(ref, n_permutations=3)) != key

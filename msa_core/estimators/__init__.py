@@ -25,7 +25,16 @@ import torch
 
 from ..result import ShapleyResult
 from ..types import Game
-from .base import Estimator, GameRunner, ProgressCallback, RunCancelled, SamplingEstimator, SamplingState
+from .base import (
+    Estimator,
+    GameRunner,
+    ProgressCallback,
+    RunCancelled,
+    SamplingEstimator,
+    SamplingState,
+    budget_from_permutations,
+    resolve_budget,
+)
 from .exact import MAX_EXACT_PLAYERS, ExactEstimator, all_coalitions
 from .owen import OwenEstimator
 from .permutation import AntitheticEstimator, PermutationEstimator, draw_permutation
@@ -36,7 +45,10 @@ __all__ = [
     "shapley_modes",
     "make_estimator",
     "METHODS",
+    "METHOD_DESCRIPTIONS",
     "MAX_EXACT_PLAYERS",
+    "budget_from_permutations",
+    "resolve_budget",
     "Estimator",
     "SamplingEstimator",
     "SamplingState",
@@ -60,7 +72,17 @@ METHODS: dict[str, Callable[..., Estimator]] = {
     "truncated": TruncatedEstimator,
     "topk": TopKEstimator,
 }
-"""Estimator factories by method name; other modules may register more (e.g. truncated, top-k)."""
+"""Estimator factories by method name (keys equal :data:`METHOD_DESCRIPTIONS`'s)."""
+
+METHOD_DESCRIPTIONS: dict[str, str] = {
+    "exact": "All 2^n coalitions, no sampling error: use it when 2^n evaluations are affordable (n up to about 16-20).",
+    "permutation": "Plain random join orders, unbiased and simple: the baseline, and what msapy computes.",
+    "antithetic": "Join orders paired with their reverses: a cheap variance cut over permutation sampling on most games.",
+    "owen": "Stratified Owen sampling over how many units are intact: strong on image games whose values depend mostly on that count.",
+    "truncated": "Permutations cut short once the objective reaches its floor (Neuron Shapley): saves evaluations on large networks that collapse after a few lesions, at a small bias.",
+    "topk": "A bandit that only settles which k units are the most important (Neuron Shapley): use it when you need the top units, not every value.",
+}
+"""One sentence per method on when to use it (the Run page and ``msa run --help`` show them)."""
 
 
 def _check_permutations(permutations: Any, n_players: int) -> torch.Tensor:
@@ -78,7 +100,11 @@ def _check_permutations(permutations: Any, n_players: int) -> torch.Tensor:
 
 
 def make_estimator(method: str, *, permutations: Any = None, n_players: int | None = None, **options: Any) -> Estimator:
-    """Build the estimator for ``method``; ``permutations`` only for permutation-type methods."""
+    """Build the estimator for ``method`` with its ``options`` (e.g. ``k=5`` for "topk").
+
+    ``permutations`` (int ``(m, n)``, with ``n_players``) only for "permutation" and "antithetic".
+    The estimator's ``plan(n_players, budget)`` says what a run will cost.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     factory = METHODS[method]
@@ -94,7 +120,8 @@ def shapley_modes(
     n_players: int,
     *,
     method: str = "permutation",
-    n_permutations: int = 1000,
+    budget: int | None = None,
+    n_permutations: int | None = None,
     permutations: Any = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -112,12 +139,13 @@ def shapley_modes(
         game: callable taking a bool coalition matrix ``(batch, n_players)`` (True = intact) and
             returning float values ``(batch, *output_shape)``. It is called once per batch.
         n_players: number of players ``n``.
-        method: "exact", "permutation", "antithetic" or "owen" (see the module table).
-        n_permutations: sampling budget in permutations; "antithetic" spends it as
-            ``n_permutations // 2`` pairs, "owen" as the same number of evaluations
-            (``n_permutations * (n - 1)``). Ignored by "exact".
+        method: a key of :data:`METHODS` (see :data:`METHOD_DESCRIPTIONS` and the module table).
+        budget: game evaluations the run may spend, the two endpoints ``v(empty)``, ``v(N)``
+            included; every method plans within it (:meth:`Estimator.plan`). Ignored by "exact".
+        n_permutations: the budget as join orders: ``budget = 2 + n_permutations * (n - 1)``.
+            Give at most one of ``budget`` and ``n_permutations``; neither means 1000 join orders.
         permutations: optional int array ``(m, n)`` of join orders to evaluate exactly (permutation,
-            antithetic); overrides ``n_permutations``.
+            antithetic); overrides the budget.
         batch_size: coalitions per game call (None: up to 4096, fewer for large outputs). Results do
             not depend on it.
         seed: non-negative integer; the same seed gives the same result on any batch size.
@@ -127,31 +155,31 @@ def shapley_modes(
             them, e.g. "1:37" for unit 37 of layer "1"; else "0", "1", ...).
         cancel: optional object with ``is_set()`` (e.g. ``threading.Event``); when set, the run stops
             with :class:`RunCancelled`.
-        state, on_block: resume from / checkpoint a sampling run (see :class:`SamplingState`).
-        estimator_options: extra options of the estimator (e.g. ``{"n_strata": 8}`` for "owen").
+        state, on_block: resume from / checkpoint a run of any method (see :class:`SamplingState`):
+            ``on_block(state)`` is called after every merged block; a run resumed from any saved
+            state ends bit-identical to an uninterrupted one with the same seed and budget.
+        estimator_options: options of the estimator (e.g. ``{"n_strata": 8}`` for "owen",
+            ``{"k": 5}`` for "topk").
 
     Returns:
         :class:`~msa_core.result.ShapleyResult` with ``values`` ``(n, *output_shape)``; ``stderr`` of
-        the same shape (None for exact); ``values.sum(0) == intact - empty`` to float precision.
+        the same shape (None for exact); ``values.sum(0) == intact - empty`` to float precision for
+        every method but "topk".
     """
     if not isinstance(n_players, (int, np.integer)) or isinstance(n_players, bool) or n_players < 1:
         raise ValueError(f"n_players must be a positive integer; got {n_players!r}")
     n_players = int(n_players)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    if method != "exact" and permutations is None and (not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1):
-        raise ValueError(f"n_permutations must be a positive integer; got {n_permutations!r}")
+    budget = resolve_budget(n_players, budget, n_permutations)
     if unit_labels is not None and len(unit_labels) != n_players:
         raise ValueError(f"unit_labels has {len(unit_labels)} labels for {n_players} players")
+    if state is not None and not isinstance(state, SamplingState):
+        raise TypeError(f"state must be a SamplingState (SamplingState.from_state_dict); got {type(state).__name__}")
     estimator = make_estimator(method, permutations=permutations, n_players=n_players, **(estimator_options or {}))
     runner = GameRunner(game, n_players, batch_size=batch_size, device=device, progress=progress, cancel=cancel)
     started = time.perf_counter()
-    if isinstance(estimator, SamplingEstimator):
-        result = estimator.estimate(
-            runner, n_players, n_permutations=int(n_permutations), seed=int(seed), state=state, on_block=on_block
-        )
-    else:
-        result = estimator.estimate(runner, n_players)
+    result = estimator.estimate(runner, n_players, budget=budget, seed=int(seed), state=state, on_block=on_block)
     result.elapsed_s = time.perf_counter() - started
     if unit_labels is None:  # a lesion game knows its units' names ("<layer>:<index>")
         game_labels = getattr(game, "unit_labels", None)

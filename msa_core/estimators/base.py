@@ -32,7 +32,12 @@ __all__ = [
     "SamplingState",
     "RunCancelled",
     "ProgressCallback",
+    "budget_from_permutations",
+    "resolve_budget",
+    "flatten_state",
+    "unflatten_state",
     "MAX_ELEMENTS_PER_CALL",
+    "begin_run",
 ]
 
 ProgressCallback = Callable[[int, int], Any]
@@ -189,24 +194,114 @@ class GameRunner:
 
 
 class Estimator(ABC):
-    """One Shapley estimator. Subclasses implement :meth:`estimate`; users call ``shapley_modes``."""
+    """One Shapley estimator. Subclasses implement :meth:`plan` and :meth:`estimate`; users call
+    ``shapley_modes``.
+
+    The budget of every method is stated in **game evaluations**, the two endpoints ``v(empty)`` and
+    ``v(N)`` included. :meth:`plan` is the one place that turns a budget into sample units and the
+    evaluations the run will spend (at most the budget; an upper bound for adaptive methods).
+    """
 
     name: str = "estimator"
+    adaptive: bool = False
+    """True where a run may stop early: then the plan's evaluations are an upper bound."""
+
+    def plan(self, n_players: int, budget: int) -> dict[str, int]:
+        """``{"n_units": int, "evaluations": int}`` that ``budget`` evaluations buy (no game calls).
+
+        The default: sample units of :meth:`evaluations_per_unit` evaluations each after the two
+        endpoints. ``evaluations <= budget``, except that a run always buys :attr:`min_units`
+        units: a budget below that is raised to it (and the plan says so).
+        """
+        per_unit = self.evaluations_per_unit(n_players)
+        if per_unit == 0:  # one player and a chain method: the endpoints are the whole game
+            return {"n_units": 1, "evaluations": 2}
+        units = max(self.min_units, (int(budget) - 2) // per_unit)
+        return {"n_units": int(units), "evaluations": int(2 + units * per_unit)}
+
+    min_units: int = 1
+    """Sample units every run buys, whatever the budget (a standard error needs two)."""
+
+    def evaluations_per_unit(self, n_players: int) -> int:
+        """Game evaluations one sample unit costs (besides the two shared endpoints)."""
+        return max(0, n_players - 1)
+
+    def n_units(self, n_players: int, n_permutations: int) -> int:
+        """Sample units for a budget stated in permutations (compatibility; see :meth:`plan`)."""
+        return self.plan(n_players, budget_from_permutations(n_players, n_permutations))["n_units"]
 
     @abstractmethod
-    def estimate(self, runner: GameRunner, n_players: int, **options: Any) -> ShapleyResult:
-        """Estimate the Shapley modes of the game behind ``runner``."""
+    def estimate(
+        self,
+        runner: GameRunner,
+        n_players: int,
+        *,
+        budget: int,
+        seed: int = 0,
+        state: "SamplingState | None" = None,
+        on_block: Callable[["SamplingState"], Any] | None = None,
+    ) -> ShapleyResult:
+        """Estimate the Shapley modes of the game behind ``runner`` within ``budget`` evaluations,
+        resuming from ``state`` if given and calling ``on_block(state)`` after every merged block."""
+
+
+def budget_from_permutations(n_players: int, n_permutations: int) -> int:
+    """The evaluations ``n_permutations`` join orders cost: ``2 + n_permutations * (n_players - 1)``."""
+    return 2 + int(n_permutations) * max(0, int(n_players) - 1)
+
+
+DEFAULT_PERMUTATIONS = 1000
+"""Without ``budget`` or ``n_permutations``, a run gets what this many join orders would cost."""
+
+
+def resolve_budget(n_players: int, budget: int | None, n_permutations: int | None) -> int:
+    """The budget in evaluations from either ``budget`` or ``n_permutations`` (never both)."""
+    if budget is not None and n_permutations is not None:
+        raise ValueError("give either budget= (game evaluations) or n_permutations=, not both")
+    if budget is not None:
+        if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget < 2:
+            raise ValueError(f"budget must be an integer number of game evaluations >= 2; got {budget!r}")
+        return int(budget)
+    n_permutations = DEFAULT_PERMUTATIONS if n_permutations is None else n_permutations
+    if not isinstance(n_permutations, (int, np.integer)) or isinstance(n_permutations, bool) or n_permutations < 1:
+        raise ValueError(f"n_permutations must be a positive integer; got {n_permutations!r}")
+    return budget_from_permutations(n_players, int(n_permutations))
+
+
+def _to_plain(value: Any) -> Any:
+    """Tensors to numpy arrays, recursively through dicts (checkpoint-safe: no pickled objects)."""
+    if isinstance(value, torch.Tensor):  # a copy: estimators may update their tensors in place
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+def _from_plain(value: Any, device: torch.device | str | None) -> Any:
+    if isinstance(value, np.ndarray) and value.ndim > 0 and value.dtype.kind in "biuf":
+        return torch.as_tensor(value, device=device)
+    if isinstance(value, np.ndarray):  # 0-d: back to a Python scalar or string
+        return value.item() if value.dtype.kind in "biuf" else str(value)
+    if isinstance(value, dict):
+        return {k: _from_plain(v, device) for k, v in value.items()}
+    return value
 
 
 @dataclass
 class SamplingState:
-    """Resumable state of a sampling run: everything merged so far, in unit order.
+    """Resumable state of a run of any method: everything merged so far, in unit order.
 
     Attributes:
-        next_unit: index of the first sample unit not yet merged.
-        accumulator: moments of the merged samples ``(n_players, *output_shape)``.
+        next_unit: index of the first sample unit (block, round, pair) not yet merged.
+        accumulator: moments of the merged samples ``(n_players, *output_shape)`` (mean-of-units methods).
         n_evaluations: evaluations spent so far (including the two endpoints).
         empty, intact: ``v(empty)`` and ``v(N)``.
+        extra: the method's own running sums (regression normal equations, top-k arm statistics, ...):
+            a nested dict of tensors, ints, floats and strings.
     """
 
     next_unit: int = 0
@@ -214,20 +309,22 @@ class SamplingState:
     n_evaluations: int = 0
     empty: torch.Tensor | None = None
     intact: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain numpy/int state for checkpoints (no pickled objects)."""
+        """Plain numpy / int / float / str state, nested dicts allowed, for checkpoints (no pickles)."""
         return {
             "next_unit": self.next_unit,
             "accumulator": self.accumulator.state_dict(),
             "n_evaluations": self.n_evaluations,
             "empty": None if self.empty is None else self.empty.cpu().numpy(),
             "intact": None if self.intact is None else self.intact.cpu().numpy(),
+            "extra": _to_plain(self.extra),
         }
 
     @staticmethod
     def from_state_dict(state: dict[str, Any], device: torch.device | str | None = None) -> "SamplingState":
-        """Inverse of :meth:`state_dict`."""
+        """Inverse of :meth:`state_dict` (``extra`` arrays come back as tensors on ``device``)."""
 
         def tensor(value: Any) -> torch.Tensor | None:
             return None if value is None else torch.as_tensor(np.asarray(value), device=device)
@@ -236,28 +333,81 @@ class SamplingState:
             next_unit=int(state["next_unit"]),
             accumulator=MomentAccumulator.from_state_dict(state["accumulator"], device=device),
             n_evaluations=int(state["n_evaluations"]),
-            empty=tensor(state["empty"]),
-            intact=tensor(state["intact"]),
+            empty=tensor(state.get("empty")),
+            intact=tensor(state.get("intact")),
+            extra=_from_plain(dict(state.get("extra") or {}), device),
         )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The state as one flat ``{"a/b/c": ndarray}`` mapping (for an ``.npz`` checkpoint)."""
+        return flatten_state(self.state_dict())
+
+    @staticmethod
+    def from_arrays(arrays: Any, device: torch.device | str | None = None) -> "SamplingState":
+        """Inverse of :meth:`to_arrays` (e.g. an open ``np.load`` of the checkpoint)."""
+        state = unflatten_state(arrays)
+        state.setdefault("accumulator", {"count": 0, "mean": None, "m2": None})
+        for name in ("mean", "m2"):
+            state["accumulator"].setdefault(name, None)
+        return SamplingState.from_state_dict(state, device=device)
+
+
+def flatten_state(state: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dict -> ``{"a/b": ndarray}``; None values are left out, scalars become 0-d arrays."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_state(value, name + "/"))
+        elif value is not None:
+            flat[name] = np.asarray(_to_plain(value))
+    return flat
+
+
+def unflatten_state(arrays: Any) -> dict[str, Any]:
+    """Inverse of :func:`flatten_state`: 0-d arrays back to Python ints, floats and strings."""
+    state: dict[str, Any] = {}
+    for name in arrays.keys() if hasattr(arrays, "keys") else arrays:
+        value = np.asarray(arrays[name])
+        if value.ndim == 0:
+            value = value.item() if value.dtype.kind in "biuf" else str(value)
+        node = state
+        *parents, leaf = name.split("/")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return state
+
+
+def begin_run(
+    runner: GameRunner, state: SamplingState | None, planned_evaluations: int
+) -> tuple[SamplingState, torch.Tensor, torch.Tensor]:
+    """Start or resume a run: ``(state, empty, intact)`` with the endpoints evaluated once.
+
+    Sets the runner's evaluation count from the state (a resumed run counts on from its checkpoint)
+    and its planned total (for progress); the endpoints come back float64 on the runner's device.
+    """
+    state = state if state is not None else SamplingState()
+    runner.n_evaluations = state.n_evaluations
+    runner.total = int(planned_evaluations)
+    if state.empty is None or state.intact is None:
+        state.empty, state.intact = runner.endpoints()
+        state.n_evaluations = runner.n_evaluations
+    empty = state.empty.to(runner.device, torch.float64)
+    intact = state.intact.to(runner.device, torch.float64)
+    runner.output_shape = tuple(empty.shape)
+    return state, empty, intact
 
 
 class SamplingEstimator(Estimator):
     """Base of unbiased sampling estimators whose estimate is a mean of i.i.d. sample units.
 
-    A subclass says how many units a budget buys (:meth:`n_units`), how many evaluations a unit costs
+    A subclass says how many units a budget buys (:meth:`plan`), how many evaluations a unit costs
     (:meth:`evaluations_per_unit`) and computes the samples of a range of units
     (:meth:`unit_samples`): a tensor ``(k, n_players, *output_shape)`` whose mean over ``k`` is an
     unbiased estimate of the Shapley modes. Where single samples do not sum over players to
     ``v(N) - v(empty)``, :meth:`result_from_state` must restore efficiency (see the Owen estimator).
     """
-
-    def n_units(self, n_players: int, n_permutations: int) -> int:
-        """Number of sample units for a budget stated in permutations."""
-        return n_permutations
-
-    @abstractmethod
-    def evaluations_per_unit(self, n_players: int) -> int:
-        """Game evaluations one unit costs (besides the two shared endpoints)."""
 
     @abstractmethod
     def unit_samples(
@@ -281,33 +431,24 @@ class SamplingEstimator(Estimator):
         runner: GameRunner,
         n_players: int,
         *,
-        n_permutations: int = 1000,
+        budget: int,
         seed: int = 0,
         state: SamplingState | None = None,
         on_block: Callable[[SamplingState], Any] | None = None,
-        **options: Any,
     ) -> ShapleyResult:
         """Run (or resume) the sampling loop and return the result.
 
         Args:
             runner: the batched game runner.
             n_players: number of players.
-            n_permutations: the budget, in permutations (see :meth:`n_units`).
+            budget: game evaluations, endpoints included (see :meth:`plan`).
             seed: non-negative integer seed; unit ``u`` is drawn from ``(seed, u)``.
             state: a :class:`SamplingState` to resume from (e.g. loaded from a checkpoint).
             on_block: called with the state after every merged block (checkpointing).
         """
         started = time.perf_counter()
-        total_units = self.n_units(n_players, n_permutations)
-        state = state if state is not None else SamplingState()
-        runner.n_evaluations = state.n_evaluations
-        runner.total = 2 + total_units * self.evaluations_per_unit(n_players)
-        if state.empty is None or state.intact is None:
-            state.empty, state.intact = runner.endpoints()
-            state.n_evaluations = runner.n_evaluations
-        empty = state.empty.to(runner.device, torch.float64)
-        intact = state.intact.to(runner.device, torch.float64)
-        runner.output_shape = tuple(empty.shape)
+        total_units = self.plan(n_players, budget)["n_units"]
+        state, empty, intact = begin_run(runner, state, 2 + total_units * self.evaluations_per_unit(n_players))
         block = self.units_per_block(n_players, math.prod(empty.shape))
         while state.next_unit < total_units:
             runner.check_cancel()

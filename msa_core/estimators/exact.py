@@ -14,7 +14,7 @@ import time
 import torch
 
 from ..result import ShapleyResult
-from .base import MAX_ELEMENTS_PER_CALL, Estimator, GameRunner
+from .base import MAX_ELEMENTS_PER_CALL, Estimator, GameRunner, begin_run
 
 __all__ = ["ExactEstimator", "MAX_EXACT_PLAYERS", "all_coalitions"]
 
@@ -30,11 +30,21 @@ def all_coalitions(n_players: int, start: int = 0, stop: int | None = None) -> t
 
 
 class ExactEstimator(Estimator):
-    """All ``2^n`` coalitions, weighted by the Shapley kernel; no sampling error (``stderr`` is None)."""
+    """All ``2^n`` coalitions, weighted by the Shapley kernel; no sampling error (``stderr`` is None).
+
+    The budget is ignored (the plan is always ``2^n`` evaluations). A run is resumable: the running
+    ``phi`` and the next block of coalition codes are kept in ``state.extra``.
+    """
 
     name = "exact"
 
-    def estimate(self, runner: GameRunner, n_players: int, **options) -> ShapleyResult:
+    def evaluations_per_unit(self, n_players: int) -> int:
+        return max(0, 2**n_players - 2)
+
+    def plan(self, n_players: int, budget: int) -> dict[str, int]:
+        return {"n_units": 1, "evaluations": 2**n_players}
+
+    def estimate(self, runner: GameRunner, n_players: int, *, budget: int = 0, seed: int = 0, state=None, on_block=None) -> ShapleyResult:
         if n_players > MAX_EXACT_PLAYERS:
             raise ValueError(
                 f"method='exact' needs 2^{n_players} game evaluations; the limit is "
@@ -48,31 +58,39 @@ class ExactEstimator(Estimator):
         w_in = torch.tensor([fact[s - 1] * fact[n - s] / fact[n] if s > 0 else 0.0 for s in range(n + 1)], dtype=torch.float64)
         w_out = torch.tensor([fact[s] * fact[n - s - 1] / fact[n] if s < n else 0.0 for s in range(n + 1)], dtype=torch.float64)
         total = 2**n
-        runner.total = total
-        empty_and_full = runner.endpoints()
-        empty, intact = empty_and_full
-        values = torch.zeros((n, *empty.shape), dtype=torch.float64, device=runner.device)
-        # endpoints were already evaluated: fold them in directly
-        values += w_in[n] * intact.unsqueeze(0)
-        values -= w_out[0] * empty.unsqueeze(0)
+        state, empty, intact = begin_run(runner, state, total)
+        if "phi" not in state.extra:
+            phi = torch.zeros((n, *empty.shape), dtype=torch.float64, device=runner.device)
+            # endpoints were already evaluated: fold them in directly
+            phi += w_in[n] * intact.unsqueeze(0)
+            phi -= w_out[0] * empty.unsqueeze(0)
+            state.extra["phi"] = phi
+        values = state.extra["phi"].to(runner.device, torch.float64)
         # bound one block's values (rows x outputs) so image games do not exhaust memory
         block = max(1, min(total, 2**16, MAX_ELEMENTS_PER_CALL // max(1, math.prod(empty.shape))))
-        for start in range(0, total, block):
+        starts = range(0, total, block)
+        while state.next_unit < len(starts):
+            runner.check_cancel()
+            start = starts[state.next_unit]
             coalitions = all_coalitions(n, start, min(total, start + block))
             inner = slice(1 if start == 0 else 0, None)
             if start + block >= total:
                 inner = slice(inner.start, coalitions.shape[0] - 1)
             coalitions = coalitions[inner]
-            if coalitions.shape[0] == 0:
-                continue
-            block_values = runner(coalitions).reshape(coalitions.shape[0], -1)
-            sizes = coalitions.sum(1)
-            weights = torch.where(coalitions, w_in[sizes].unsqueeze(1), -w_out[sizes].unsqueeze(1))
-            values += (weights.to(runner.device).T @ block_values).reshape(values.shape)
+            if coalitions.shape[0] > 0:
+                block_values = runner(coalitions).reshape(coalitions.shape[0], -1)
+                sizes = coalitions.sum(1)
+                weights = torch.where(coalitions, w_in[sizes].unsqueeze(1), -w_out[sizes].unsqueeze(1))
+                values = values + (weights.to(runner.device).T @ block_values).reshape(values.shape)
+            state.extra["phi"] = values
+            state.next_unit += 1
+            state.n_evaluations = runner.n_evaluations
+            if on_block is not None:
+                on_block(state)
         return ShapleyResult(
-            values=values,
+            values=values.clone(),
             stderr=None,
-            n_evaluations=runner.n_evaluations,
+            n_evaluations=state.n_evaluations,
             intact=intact,
             empty=empty,
             method=self.name,

@@ -41,11 +41,12 @@ class OwenEstimator(SamplingEstimator):
 
     Args:
         n_strata: strata of ``q`` per sample unit (even; default 8). A unit costs
-            ``n_strata * (n + 1)`` evaluations. The budget ``n_permutations`` is converted to the same
-            number of evaluations that many permutations would cost (``n_permutations * (n - 1)``).
+            ``n_strata * (n + 1)`` evaluations; a budget buys ``(budget - 2) // (n_strata * (n + 1))``
+            units.
     """
 
     name = "owen"
+    min_units = 2
 
     def __init__(self, n_strata: int = 8) -> None:
         if n_strata < 2 or n_strata % 2:
@@ -54,10 +55,6 @@ class OwenEstimator(SamplingEstimator):
 
     def evaluations_per_unit(self, n_players: int) -> int:
         return self.n_strata * (n_players + 1)
-
-    def n_units(self, n_players: int, n_permutations: int) -> int:
-        budget = n_permutations * max(1, n_players - 1)
-        return max(2, int(round(budget / self.evaluations_per_unit(n_players))))
 
     def bases(self, seed: int, unit: int, n_players: int) -> np.ndarray:
         """The ``n_strata`` base coalitions of one unit: bool ``(n_strata, n_players)``."""

@@ -85,10 +85,11 @@ class PermutationEstimator(SamplingEstimator):
     def __init__(self, permutations: np.ndarray | torch.Tensor | None = None) -> None:
         self.permutations = None if permutations is None else torch.as_tensor(np.asarray(permutations), dtype=torch.int64)
 
-    def n_units(self, n_players: int, n_permutations: int) -> int:
-        if self.permutations is not None:
-            return int(self.permutations.shape[0])
-        return n_permutations
+    def plan(self, n_players: int, budget: int) -> dict[str, int]:
+        if self.permutations is not None:  # the given join orders, whatever the budget
+            units = int(self.permutations.shape[0])
+            return {"n_units": units, "evaluations": 2 + units * self.evaluations_per_unit(n_players)}
+        return super().plan(n_players, budget)
 
     def evaluations_per_unit(self, n_players: int) -> int:
         return max(0, n_players - 1)
@@ -110,16 +111,11 @@ class AntitheticEstimator(PermutationEstimator):
     A unit that joins early in one order joins late in the other, so the pair's two marginals are
     negatively correlated and their average has lower variance (Mitchell et al. 2022, "Sampling
     permutations for Shapley value estimation", JMLR). A sample unit is a pair (2n - 2 evaluations);
-    a budget of ``n_permutations`` buys ``n_permutations // 2`` pairs. The standard error is computed
+    a budget of ``n_permutations`` join orders buys ``n_permutations // 2`` pairs. The standard error is computed
     over pairs, which are i.i.d.
     """
 
     name = "antithetic"
-
-    def n_units(self, n_players: int, n_permutations: int) -> int:
-        if self.permutations is not None:
-            return int(self.permutations.shape[0])
-        return max(1, n_permutations // 2)
 
     def evaluations_per_unit(self, n_players: int) -> int:
         return 2 * max(0, n_players - 1)

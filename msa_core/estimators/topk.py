@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..result import ShapleyResult
-from .base import GameRunner, SamplingEstimator
+from .base import Estimator, GameRunner, SamplingState, begin_run
 from .permutation import draw_permutation
 from .truncated import summarise
 
@@ -48,7 +48,7 @@ def empirical_bernstein_radius(variance: np.ndarray, count: np.ndarray, value_ra
     return np.where(count >= 2, radius, np.inf)
 
 
-class TopKEstimator(SamplingEstimator):
+class TopKEstimator(Estimator):
     """Which ``k`` units have the largest Shapley values (of a scalar summary), with guarantees.
 
     Args:
@@ -61,11 +61,12 @@ class TopKEstimator(SamplingEstimator):
         value_range: known range ``R`` of a marginal (e.g. 1 for an accuracy); None uses the
             largest range of marginals seen so far.
 
-    The budget ``n_permutations`` of :func:`~msa_core.estimators.shapley_modes` caps the evaluations
-    at ``n_permutations * (n - 1)``, what plain permutation sampling would spend.
+    The budget (game evaluations) caps what the bandit spends; with ``n_permutations=`` that is what
+    plain permutation sampling would spend. Resumable: ``state.extra`` holds the arms' statistics.
     """
 
     name = "topk"
+    adaptive = True
 
     def __init__(
         self,
@@ -89,9 +90,6 @@ class TopKEstimator(SamplingEstimator):
 
     def evaluations_per_unit(self, n_players: int) -> int:
         return max(0, n_players - 1)
-
-    def unit_samples(self, runner, n_players, seed, units, empty, intact):  # pragma: no cover - not used
-        raise NotImplementedError("TopKEstimator runs its own adaptive loop in estimate()")
 
     def _marginals(
         self, runner: GameRunner, perms: torch.Tensor, active: np.ndarray, empty: torch.Tensor, intact: torch.Tensor
@@ -119,41 +117,60 @@ class TopKEstimator(SamplingEstimator):
         half = m * len(units)
         return (values[half:] - values[:half]).reshape(m, len(units), *out_shape), units
 
+    def plan(self, n_players: int, budget: int) -> dict[str, int]:
+        """An upper bound: resolved units stop being sampled, so a run may spend less."""
+        plan = super().plan(n_players, budget)
+        return {"n_units": plan["n_units"], "evaluations": int(budget) if n_players > 1 else 2}
+
     def estimate(
         self,
         runner: GameRunner,
         n_players: int,
         *,
-        n_permutations: int = 1000,
+        budget: int,
         seed: int = 0,
-        state: Any = None,
-        on_block: Any = None,
-        **options: Any,
+        state: SamplingState | None = None,
+        on_block: Callable[[SamplingState], Any] | None = None,
     ) -> ShapleyResult:
-        if state is not None:
-            raise ValueError("method='topk' is adaptive and cannot resume from a SamplingState")
+        """The bandit loop; ``state.extra`` holds every arm's sums and counts, so a resumed run
+        draws the same join orders (``state.next_unit`` is the next one) and ends identically."""
         started = time.perf_counter()
         n = n_players
         k = min(self.k, n)
-        budget = 2 + n_permutations * max(0, n - 1)
-        runner.total = budget
-        empty, intact = runner.endpoints()
+        budget = int(budget) if n > 1 else 2
+        state, empty, intact = begin_run(runner, state, budget)
         out_shape = tuple(empty.shape)
-        sums = torch.zeros((n, *out_shape), dtype=torch.float64, device=runner.device)
-        squares = torch.zeros_like(sums)
-        count = np.zeros(n, dtype=np.int64)
-        s_sum = np.zeros(n)
-        s_sq = np.zeros(n)
-        lo, hi = np.inf, -np.inf
-        active = np.ones(n, dtype=bool)
-        in_top = np.zeros(n, dtype=bool)
-        out_top = np.zeros(n, dtype=bool)
-        next_perm, rounds = 0, 0
-        lcb = np.full(n, -np.inf)
-        ucb = np.full(n, np.inf)
-        if n == 1:  # a single player: its value is the whole game, and it is the top unit
-            sums[0], squares[0], count[0] = intact - empty, (intact - empty) ** 2, 1
-            active[:], in_top[:] = False, True
+        arms = state.extra
+        if "count" not in arms:
+            arms.update(
+                sums=torch.zeros((n, *out_shape), dtype=torch.float64, device=runner.device),
+                squares=torch.zeros((n, *out_shape), dtype=torch.float64, device=runner.device),
+                count=torch.zeros(n, dtype=torch.int64),
+                s_sum=torch.zeros(n, dtype=torch.float64),
+                s_sq=torch.zeros(n, dtype=torch.float64),
+                lo=math.inf, hi=-math.inf, rounds=0,
+                active=torch.ones(n, dtype=torch.bool),
+                in_top=torch.zeros(n, dtype=torch.bool),
+                out_top=torch.zeros(n, dtype=torch.bool),
+                lcb=torch.full((n,), -math.inf, dtype=torch.float64),
+                ucb=torch.full((n,), math.inf, dtype=torch.float64),
+            )
+            if n == 1:  # a single player: its value is the whole game, and it is the top unit
+                arms["sums"][0], arms["squares"][0] = intact - empty, (intact - empty) ** 2
+                arms["count"][0] = 1
+                arms["active"][:], arms["in_top"][:] = False, True
+        sums = arms["sums"].to(runner.device, torch.float64)
+        squares = arms["squares"].to(runner.device, torch.float64)
+        count = arms["count"].cpu().numpy().astype(np.int64).copy()
+        s_sum = arms["s_sum"].cpu().numpy().astype(np.float64).copy()
+        s_sq = arms["s_sq"].cpu().numpy().astype(np.float64).copy()
+        lo, hi, rounds = float(arms["lo"]), float(arms["hi"]), int(arms["rounds"])
+        active = arms["active"].cpu().numpy().astype(bool).copy()
+        in_top = arms["in_top"].cpu().numpy().astype(bool).copy()
+        out_top = arms["out_top"].cpu().numpy().astype(bool).copy()
+        lcb = arms["lcb"].cpu().numpy().astype(np.float64).copy()
+        ucb = arms["ucb"].cpu().numpy().astype(np.float64).copy()
+        next_perm = state.next_unit
         while active.any() and n > 1:
             # cost of the next round, to stay within the budget
             per_perm = n - 1 if 2 * int(active.sum()) >= n - 1 else 2 * int(active.sum())
@@ -162,9 +179,9 @@ class TopKEstimator(SamplingEstimator):
                 break
             runner.check_cancel()
             perms = torch.from_numpy(np.stack([draw_permutation(seed, u, n) for u in range(next_perm, next_perm + m)]))
+            marginals, units = self._marginals(runner, perms, active, empty, intact)
             next_perm += m
             rounds += 1
-            marginals, units = self._marginals(runner, perms, active, empty, intact)
             idx = torch.as_tensor(units)
             sums[idx] += marginals.sum(0)
             squares[idx] += (marginals**2).sum(0)
@@ -186,8 +203,16 @@ class TopKEstimator(SamplingEstimator):
             in_top = above_possible < k
             out_top = above_sure >= k
             active = ~(in_top | out_top)
+            arms.update(
+                sums=sums, squares=squares, count=torch.from_numpy(count.copy()), s_sum=torch.from_numpy(s_sum.copy()),
+                s_sq=torch.from_numpy(s_sq.copy()), lo=lo, hi=hi, rounds=rounds,
+                active=torch.from_numpy(active.copy()), in_top=torch.from_numpy(in_top.copy()),
+                out_top=torch.from_numpy(out_top.copy()), lcb=torch.from_numpy(lcb.copy()), ucb=torch.from_numpy(ucb.copy()),
+            )
+            state.next_unit = next_perm
+            state.n_evaluations = runner.n_evaluations
             if on_block is not None:
-                on_block(None)
+                on_block(state)
         counts_t = torch.as_tensor(np.maximum(count, 1), dtype=torch.float64, device=runner.device).view(
             n, *([1] * len(out_shape))
         )
@@ -200,7 +225,7 @@ class TopKEstimator(SamplingEstimator):
         result = ShapleyResult(
             values=values,
             stderr=stderr,
-            n_evaluations=runner.n_evaluations,
+            n_evaluations=state.n_evaluations,
             intact=intact,
             empty=empty,
             method=self.name,

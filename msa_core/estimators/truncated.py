@@ -60,6 +60,7 @@ class TruncatedEstimator(SamplingEstimator):
     """
 
     name = "truncated"
+    adaptive = True
 
     def __init__(
         self,

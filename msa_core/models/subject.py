@@ -146,21 +146,51 @@ class Subject:
 
     # ------------------------------------------------------------------ units
     def resolve_units(self, units: Any = None) -> list[str | UnitSpec]:
-        """Units as the engine takes them: None -> defaults; a path or alias naming a head/expert layer of
-        the catalogue -> its :class:`UnitSpec` (so ``"blocks.0.moe.router"`` is skipped, not zeroed)."""
+        """Units as the engine takes them; the one place where unit choices and presets are resolved.
+
+        ``units`` is None (the defaults), a preset name of :attr:`unit_presets` (e.g. ``"hidden layer"``),
+        a layer path or alias, a :class:`UnitSpec`, or a list mixing these (a preset inside a list adds its
+        units). A path or alias naming a head/expert layer of the catalogue becomes its :class:`UnitSpec`
+        (so ``"blocks.0.moe.router"`` is skipped, not zeroed). Returns a list of paths and UnitSpecs.
+
+        Raises:
+            ModelLoadError: an empty list of units.
+        """
         if units is None:
             units = self.default_units
         if isinstance(units, (str, UnitSpec)):
             units = [units]
+        units = list(units)
+        if not units:
+            raise ModelLoadError(f"no units given for {self.name}; name a layer or a preset ({self.preset_names()})")
+        expanded: list[Any] = []
+        for unit in units:
+            preset = self.unit_presets.get(unit) if isinstance(unit, str) else None
+            expanded.extend(preset if preset is not None and unit not in self._layer_paths() else [unit])
         by_path = {layer.path: layer for layer in self.layers}
         resolved: list[str | UnitSpec] = []
-        for unit in units:
+        for unit in expanded:
             layer = by_path.get(unit) if isinstance(unit, str) else None
             if layer is not None and (isinstance(layer, SpecLayerInfo) or layer.unit_kind == "expert"):
                 resolved.append(layer.to_spec())
             else:
                 resolved.append(unit)
         return resolved
+
+    def preset(self, name: str) -> list[str | UnitSpec]:
+        """The resolved units of preset ``name``; :class:`ModelLoadError` listing the presets if unknown."""
+        if name not in self.unit_presets:
+            raise ModelLoadError(f"{self.name} has no unit preset {name!r}; {self.preset_names()}")
+        return self.resolve_units([name])
+
+    def preset_names(self) -> str:
+        """One phrase naming the presets (for error messages)."""
+        if not self.unit_presets:
+            return "it has no unit presets"
+        return "presets: " + ", ".join(repr(name) for name in self.unit_presets)
+
+    def _layer_paths(self) -> set[str]:
+        return {layer.path for layer in self.layers}
 
     # ------------------------------------------------------------------ games
     def game(
@@ -175,7 +205,8 @@ class Subject:
         """The lesion game on this subject.
 
         Args:
-            units: layer paths / aliases / :class:`UnitSpec` (None: ``default_units``).
+            units: a preset name, layer paths / aliases / :class:`UnitSpec` (None: ``default_units``); see
+                :meth:`resolve_units`.
             objective: a name from ``objectives`` (``"name:arg"`` allowed), an :class:`Objective`, or None
                 for ``default_objective``.
             lesion: "zero", "mean", "skip" or a callable (None: ``default_lesion``; expert units keep "skip").

@@ -12,12 +12,20 @@
     job = runner.submit(spec)
     runner.status(job)                 # JobStatus(state, done, total, evals_per_s, eta_s, error, run_id)
 
+    estimate_cost(spec)                # {"evaluations", "seconds_low", "seconds_high", ...}: timed on this game
+
+    RunSpec("mlp-digits", preset="hidden layer", method="topk", budget=3000, options={"k": 3})
+
+Every method in ``METHODS`` goes through the same path (library, ``execute``, ``JobRunner``, CLI, Ray);
 Ray is imported only by the "ray" backend (:mod:`msa_core.runs.ray_backend`).
 """
 
-from .execute import DEFAULT_CHECKPOINT_INTERVAL, block_accumulator, block_ranges, execute, plan
+from .cost import estimate_cost
+from .execute import DEFAULT_CHECKPOINT_INTERVAL, execute, plan, run_estimator
 from .jobs import JobRunner, JobStatus
-from .spec import ModelLoadError, ResolvedRun, RunSpec, list_builtins, load_subject, resolve, run_key
+from .spec import (
+    ModelLoadError, ResolvedRun, RunSpec, list_builtins, load_subject, recipe_source_hash, resolve, run_key,
+)
 from .store import RunNotFound, RunRecord, RunStore, default_root
 
 __all__ = [
@@ -36,7 +44,8 @@ __all__ = [
     "list_builtins",
     "ModelLoadError",
     "default_root",
-    "block_ranges",
-    "block_accumulator",
+    "run_estimator",
+    "estimate_cost",
+    "recipe_source_hash",
     "DEFAULT_CHECKPOINT_INTERVAL",
 ]

@@ -1,28 +1,27 @@
-"""Running a :class:`RunSpec`: cached, checkpointed, resumable, locally or on Ray.
+"""Running a :class:`RunSpec`: cached, checkpointed, resumable, locally or on Ray; one path for every method.
 
 ``execute(spec)`` resolves the spec to its run key, returns the stored run if there is one, and
-otherwise computes it with :func:`msa_core.shapley_modes`, saving the sampling state into the store
-at most every ``checkpoint_interval`` seconds (and when it stops: cancelled, failed or done). A run
-that was killed resumes from its checkpoint and finishes with the same values as an uninterrupted
-run, because sample units are seeded by ``(seed, unit)`` and blocks merge in unit order.
+otherwise computes it with :func:`msa_core.shapley_modes` (through :func:`run_estimator`, the one call
+from a resolved run to the estimators), saving the estimator's :class:`SamplingState` into the store at
+most every ``checkpoint_interval`` seconds (and when it stops: cancelled, failed or done). Every method
+in ``METHODS`` (exact, sampling, adaptive) takes a state and reports blocks, so a run that was killed
+resumes from its checkpoint and finishes with the values of an uninterrupted run. On the "ray" backend
+the same estimator runs on the driver and only the game's evaluations go to Ray workers
+(:class:`~msa_core.runs.ray_backend.RayGame`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any, Callable
 
-import torch
-
-from ..estimators import RunCancelled, SamplingEstimator, SamplingState, make_estimator, shapley_modes
-from ..estimators.base import GameRunner
-from ..accumulate import MomentAccumulator
-from .spec import ResolvedRun, RunSpec, resolve
+from ..estimators import SamplingState, make_estimator, shapley_modes
+from ..result import ShapleyResult
+from .spec import ResolvedRun, RunSpec, budget_evaluations, resolve
 from .store import RunRecord, RunStore
 
-__all__ = ["execute", "block_ranges", "block_accumulator", "DEFAULT_CHECKPOINT_INTERVAL"]
+__all__ = ["execute", "plan", "run_estimator", "DEFAULT_CHECKPOINT_INTERVAL"]
 
 DEFAULT_CHECKPOINT_INTERVAL = 2.0
 """Seconds between checkpoints (``$MSA_CHECKPOINT_INTERVAL`` overrides it)."""
@@ -44,28 +43,48 @@ def _units_text(units: list[Any]) -> str:
     return ", ".join(u if isinstance(u, str) else getattr(u, "path", repr(u)) for u in units)
 
 
-def block_ranges(estimator: SamplingEstimator, n_players: int, output_size: int, total_units: int, start: int = 0) -> list[range]:
-    """The unit ranges that :meth:`SamplingEstimator.estimate` merges, in order, from unit ``start``."""
-    size = estimator.units_per_block(n_players, output_size)
-    return [range(a, min(total_units, a + size)) for a in range(start, total_units, size)]
+def _budget(spec: RunSpec) -> dict[str, int]:
+    """The budget keyword of ``shapley_modes``: evaluations when given, else permutations."""
+    return {"budget": int(spec.budget)} if spec.budget is not None else {"n_permutations": int(spec.n_permutations)}
 
 
-def block_accumulator(
-    estimator: SamplingEstimator,
-    runner: GameRunner,
-    n_players: int,
-    seed: int,
-    units: range,
-    empty: torch.Tensor,
-    intact: torch.Tensor,
-) -> MomentAccumulator:
-    """One block's accumulator, exactly as :meth:`SamplingEstimator.estimate` computes it."""
-    samples = estimator.unit_samples(runner, n_players, seed, units, empty, intact)
-    return MomentAccumulator.from_samples(samples)
+def run_estimator(
+    resolved: ResolvedRun,
+    game: Any,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: Any = None,
+    state: SamplingState | None = None,
+    on_block: Callable[[SamplingState], Any] | None = None,
+    spec_batch_size: bool = True,
+) -> ShapleyResult:
+    """``shapley_modes`` on ``game`` with the spec's method, budget, options and seed: the one estimator
+    call of the run machinery (``execute``, the Ray backend and :func:`estimate_cost` all use it).
+
+    ``spec_batch_size=False`` lets the game choose its rows per call (the Ray backend: one batch per
+    worker); values do not depend on the batch size.
+    Returns the :class:`ShapleyResult` (``values`` ``(n_players, *output_shape)``).
+    """
+    spec = resolved.spec
+    return shapley_modes(
+        game,
+        int(game.n_players),
+        method=spec.method,
+        **_budget(spec),
+        batch_size=spec.batch_size if spec_batch_size else None,
+        seed=spec.seed,
+        device=spec.device,
+        progress=progress,
+        unit_labels=list(game.unit_labels) if getattr(game, "unit_labels", None) else None,
+        cancel=cancel,
+        state=state,
+        on_block=on_block,
+        estimator_options=spec.options_dict,
+    )
 
 
 class _Checkpointer:
-    """``on_block`` hook: saves the sampling state at most every ``interval`` seconds."""
+    """``on_block`` hook: saves the estimator's state at most every ``interval`` seconds."""
 
     def __init__(self, store: RunStore, key: str, interval: float, info: dict[str, Any]) -> None:
         self.store, self.key, self.interval, self.info = store, key, interval, info
@@ -80,8 +99,8 @@ class _Checkpointer:
 
     def save(self, state: SamplingState | None = None) -> None:
         state = state or self.state
-        if state is None or state.empty is None or state.next_unit == 0:
-            return
+        if state is None or int(getattr(state, "n_evaluations", 0) or 0) <= 2:
+            return  # nothing beyond the endpoints: a checkpoint would save no work
         self.store.save_checkpoint(self.key, state.state_dict(), self.info)
         self.saves += 1
         self.last = time.monotonic()
@@ -105,20 +124,21 @@ def execute(
     Args:
         spec: the run's parameters.
         store: where runs and checkpoints live (default ``RunStore()``).
-        progress: ``progress(done, total)`` in game evaluations.
+        progress: ``progress(done, total)`` in game evaluations; the first call comes before the first
+            evaluation, with the planned total (never ``0 / 0``).
         cancel: object with ``is_set()``; when set, the run stops with ``RunCancelled`` after saving
             a checkpoint (submitting it again resumes).
         refresh: recompute and replace a stored run (the CLI's ``--no-cache``); drops its checkpoint.
-        backend: "local" or "ray" (blocks of sample units computed on Ray workers).
+        backend: "local" or "ray" (the game's evaluations computed on Ray workers).
         address: Ray cluster address (``ray.init(address=...)``); None starts or reuses a local Ray.
         checkpoint_interval: seconds between checkpoints (default 2, or ``$MSA_CHECKPOINT_INTERVAL``).
         resolved: an already resolved spec (internal: the job runner resolves once to dedupe).
-        ray_options: extra options of :func:`~msa_core.runs.ray_backend.run_on_ray`
-            (``tasks_per_block``, ``gpus_per_task``, ``max_in_flight``).
+        ray_options: options of :class:`~msa_core.runs.ray_backend.RayGame` (``workers``,
+            ``gpus_per_worker``, ``min_rows_per_task``).
 
     Returns:
         The stored :class:`RunRecord`. ``record.params["cached"]`` says whether it was found in the
-        store; ``params["resumed_from_unit"]`` and ``params["evaluations_this_session"]`` describe a resume.
+        store; ``params["resumed_evaluations"]`` and ``params["evaluations_this_session"]`` describe a resume.
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}; choose 'local' or 'ray'")
@@ -136,62 +156,46 @@ def execute(
 
     game = resolved.game()
     n_players = int(game.n_players)
-    estimator = make_estimator(spec.method)
-    sampling = isinstance(estimator, SamplingEstimator)
+    planned = plan(spec, resolved, game)
     info = {"spec": spec.to_dict(), "key": key}
     checkpointer = _Checkpointer(store, key, _checkpoint_interval(checkpoint_interval), info)
-    state: SamplingState | None = None
-    resumed_from = 0
-    resumed_evaluations = 0
-    if sampling:
-        loaded = store.load_checkpoint(key)
-        if loaded is not None:
-            state = SamplingState.from_state_dict(loaded[0], device=spec.device)
-            resumed_from, resumed_evaluations = state.next_unit, state.n_evaluations
-        else:
-            state = SamplingState()
-        checkpointer.state = state
-    previous_elapsed = 0.0
-    if resumed_from:
-        previous_elapsed = float((loaded[1] or {}).get("elapsed_s", 0.0))  # type: ignore[index]
+    loaded = store.load_checkpoint(key)
+    state = SamplingState.from_state_dict(loaded[0], device=spec.device) if loaded is not None else SamplingState()
+    resumed_evaluations = int(state.n_evaluations) if loaded is not None else 0
+    resumed_from = int(getattr(state, "next_unit", 0) or 0) if loaded is not None else 0
+    checkpointer.state = state
+    previous_elapsed = float((loaded[1] or {}).get("elapsed_s", 0.0)) if loaded is not None else 0.0
+    total = int(planned["evaluations"])
 
+    def report(done: int, reported_total: int) -> None:
+        if progress is not None:
+            progress(int(done), max(int(reported_total), total, int(done)))
+
+    report(resumed_evaluations, total)  # before the first evaluation: the total is known
     started = time.perf_counter()
     info["elapsed_s"] = previous_elapsed
+
     def on_block(s: SamplingState) -> None:
         info["elapsed_s"] = previous_elapsed + time.perf_counter() - started
         checkpointer(s)
 
-    try:
-        if backend == "ray" and sampling:
-            from .ray_backend import run_on_ray
+    evaluated = game
+    if backend == "ray":
+        from .ray_backend import RayGame
 
-            result = run_on_ray(
-                resolved, game, estimator, state, address=address, progress=progress, cancel=cancel,
-                on_block=on_block, **(ray_options or {}),
-            )
-        else:
-            result = shapley_modes(
-                game,
-                n_players,
-                method=spec.method,
-                n_permutations=spec.n_permutations,
-                batch_size=spec.batch_size,
-                seed=spec.seed,
-                device=spec.device,
-                progress=progress,
-                unit_labels=list(game.unit_labels),
-                cancel=cancel,
-                state=state,
-                on_block=on_block if sampling else None,
-            )
+        evaluated = RayGame(resolved, game, address=address, cancel=cancel, **(ray_options or {}))
+    try:
+        result = run_estimator(resolved, evaluated, progress=report, cancel=cancel, state=state, on_block=on_block,
+                               spec_batch_size=backend != "ray")
     except BaseException:
-        if sampling:
-            info["elapsed_s"] = previous_elapsed + time.perf_counter() - started
-            checkpointer.save()  # cancelled, failed or interrupted: keep what was merged
+        info["elapsed_s"] = previous_elapsed + time.perf_counter() - started
+        checkpointer.save()  # cancelled, failed or interrupted: keep what was merged
         raise
     elapsed = previous_elapsed + time.perf_counter() - started
     result.elapsed_s = elapsed
     result.unit_labels = [str(label) for label in game.unit_labels]
+    if backend == "ray":
+        result.metadata["ray"] = evaluated.info()
     result.metadata.update(
         {
             "run_id": key,
@@ -202,8 +206,9 @@ def execute(
             "output_labels": _output_labels(resolved),
         }
     )
-    if spec.inputs is not None:
-        result.metadata["inputs"] = spec.inputs
+    for name in ("inputs", "preset", "tasks"):
+        if getattr(spec, name) is not None:
+            result.metadata[name] = getattr(spec, name)
     params = {
         "fingerprint": resolved.subject.fingerprint,
         "units": resolved.document["units"],
@@ -214,11 +219,13 @@ def execute(
         "n_players": n_players,
         "output_shape": list(result.output_shape),
         "n_evaluations": int(result.n_evaluations),
+        "planned_evaluations": total,
         "n_samples": int(result.n_samples),
         "backend": backend,
         "device": spec.device,
         "batch_size": spec.batch_size,
-        "resumed_from_unit": int(resumed_from),
+        "resumed_from_unit": resumed_from,
+        "resumed_evaluations": resumed_evaluations,
         "evaluations_this_session": int(result.n_evaluations - resumed_evaluations),
         "checkpoints_saved": checkpointer.saves,
         "game_path": getattr(game, "path", None),
@@ -241,12 +248,13 @@ def _output_labels(resolved: ResolvedRun) -> list[str] | None:
 
 
 def plan(spec: RunSpec, resolved: ResolvedRun | None = None, game: Any = None) -> dict[str, Any]:
-    """Evaluations a run will cost: ``{"n_players", "n_units", "evaluations"}`` (no game calls)."""
+    """Evaluations a run will cost, from the estimator's own ``plan`` (no game calls).
+
+    Returns ``{"n_players", "n_units", "evaluations"}``; for an adaptive method ``evaluations`` is its cap.
+    """
     resolved = resolved or resolve(spec)
     game = game if game is not None else resolved.game()
     n = int(game.n_players)
-    estimator = make_estimator(spec.method)
-    if isinstance(estimator, SamplingEstimator):
-        units = estimator.n_units(n, spec.n_permutations)
-        return {"n_players": n, "n_units": units, "evaluations": 2 + units * estimator.evaluations_per_unit(n)}
-    return {"n_players": n, "n_units": 1, "evaluations": 2**n if n <= 62 else math.inf}
+    estimator = make_estimator(spec.method, **spec.options_dict)
+    planned = estimator.plan(n, budget_evaluations(spec, n))
+    return {"n_players": n, "n_units": int(planned["n_units"]), "evaluations": int(planned["evaluations"])}

@@ -34,7 +34,8 @@ class JobStatus:
 
     Attributes:
         state: "queued", "running", "done", "failed" or "cancelled".
-        done, total: game evaluations done and planned (a resumed run starts from its checkpoint).
+        done, total: game evaluations done and planned (a resumed run starts from its checkpoint); the
+            total is known from submit on (an adaptive method's total is its cap).
         evals_per_s: recent evaluation rate (over the last ~10 s of this session), 0 before any.
         eta_s: estimated seconds left (None while unknown).
         error: one-line error message when failed.
@@ -121,9 +122,10 @@ class JobRunner:
     def submit(self, spec: RunSpec, *, refresh: bool = False) -> str:
         """Start ``spec`` in the background and return its job id.
 
-        Resolves the spec now (loads the subject, computes the run key), so a bad spec raises here
-        (ValueError with one clear message). The same run already queued or running returns that
-        job's id; a run already stored returns a job that is done at once (unless ``refresh``).
+        Resolves the spec now (loads the subject, computes the run key and the planned evaluations, so a
+        queued job already shows ``0 / total``), so a bad spec raises here (ValueError with one clear
+        message). The same run already queued or running returns that job's id; a run already stored
+        returns a job that is done at once (unless ``refresh``).
         """
         resolved = resolve(spec)
         with self._lock:
@@ -140,6 +142,7 @@ class JobRunner:
                     job.state, job.done, job.total, job.cached = "done", n, n, True
                     job.started = job.finished = time.time()
                     return job.job_id
+            job.total = int(plan(resolved.spec, resolved)["evaluations"])
             self._active[resolved.key] = job.job_id
             job.future = self._pool.submit(self._run, job, resolved)
             return job.job_id
@@ -168,7 +171,7 @@ class JobRunner:
                 job.cached = bool(record.params.get("cached"))
                 n = int(record.result.n_evaluations)
                 job.done = n
-                job.total = max(job.total, n)
+                job.total = n  # an adaptive method may stop below its planned cap
         except RunCancelled:
             with self._lock:
                 job.state = "cancelled"

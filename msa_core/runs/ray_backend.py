@@ -1,18 +1,20 @@
-"""The Ray backend: blocks of sample units computed on Ray workers, merged in order on the driver.
+"""The Ray backend: the game's evaluations spread over Ray workers, the estimator unchanged on the driver.
 
-The driver computes ``v(empty)`` and ``v(N)`` once, cuts the sample units into exactly the blocks
-that :meth:`SamplingEstimator.estimate` would merge (``units_per_block`` units from
-``state.next_unit``), and sends each block to a worker as plain parameters: the spec (a dict), the
-unit range, the two endpoint arrays and the run key. A worker rebuilds the subject from the spec with
-``load_subject(spec.model, inputs=spec.inputs)`` (models are never pickled; the model and the inputs
-file must exist at the same paths on every node: a shared filesystem or identical copies), checks
-that it gets the driver's run key (same weights, same inputs content), evaluates the block's
-coalitions and returns the block's :class:`~msa_core.accumulate.MomentAccumulator` as numpy arrays. The driver merges the blocks in unit
-order, so the result equals a local run with the same seed bit for bit (given the same game values:
-same device type and library versions on every worker), and checkpoints as the local loop does.
+:class:`RayGame` stands in for the run's game. The estimator (any method in ``METHODS``, exact,
+sampling or adaptive) runs on the driver exactly as it does locally and calls the game with its
+coalition matrices (or join orders, for games with ``evaluate_permutations``); ``RayGame`` cuts each
+call's rows into parts, sends them to worker actors and concatenates the values in row order. A worker
+(:class:`GameWorker`) gets plain parameters only (the :class:`RunSpec` as a dict, the run key and the
+rows as a numpy array), rebuilds the subject with ``load_subject(spec.model, inputs=spec.inputs,
+tasks=spec.tasks)`` once (models are never pickled; the model, the inputs file and the task battery
+must exist at the same paths on every node), checks that it computes the driver's run key (same
+weights, inputs, recipe source and ``msa_core`` version) and evaluates the rows. The values of a row do
+not depend on the other rows of its batch, so a Ray run gives the values of a local run with the same
+seed (given the same device type and library versions on every worker); checkpoints, resume and cancel
+are those of the local path.
 
-Tasks ask for one GPU each when the spec's device is CUDA (so Ray runs one task per GPU), else for
-one CPU. Ray is imported only here: the default backend never needs it.
+Workers ask for one GPU each when the spec's device is CUDA, else for one CPU. Ray is imported only
+here: the default backend never needs it.
 """
 
 from __future__ import annotations
@@ -20,69 +22,72 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import deque
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..accumulate import MomentAccumulator
-from ..estimators import RunCancelled, SamplingEstimator, SamplingState, make_estimator
-from ..estimators.base import GameRunner
-from ..result import ShapleyResult
-from .spec import RunSpec, resolve
+from .spec import RunSpec, load_subject, recipe_source_hash, resolve
 
-__all__ = ["run_on_ray", "compute_block", "ensure_ray"]
+__all__ = ["RayGame", "GameWorker", "evaluate_rows", "ensure_ray"]
 
-_WORKER_CACHE: dict[str, Any] = {}
+_GAME_FIELDS = ("model", "inputs", "tasks", "device", "units", "preset", "objective", "lesion", "batch_size")
+_WORKER_SUBJECTS: dict[tuple, Any] = {}
+_WORKER_GAMES: dict[tuple, Any] = {}
+_WORKER_KEYS: dict[str, tuple] = {}
 
 
-def compute_block(
-    spec_dict: dict[str, Any],
-    start: int,
-    stop: int,
-    empty: np.ndarray,
-    intact: np.ndarray,
-    raw: bool = False,
-    key: str | None = None,
-) -> tuple[Any, int, float]:
-    """Worker side: ``(accumulator state_dict, evaluations, seconds)`` of sample units ``start:stop``;
-    with ``raw=True`` the samples themselves (numpy ``(stop - start, n_players, *output_shape)``) instead
-    of their accumulator, for a block split over several tasks.
+def evaluate_rows(spec_dict: dict[str, Any], key: str | None, kind: str, rows: np.ndarray) -> tuple[np.ndarray, float]:
+    """Worker side: the game's values on ``rows``; runs anywhere, Ray or not.
 
-    Rebuilds (and caches per worker process) the game from the spec, with its example inputs
-    (``spec["inputs"]``: a file that must exist at the same path on the worker); runs anywhere, Ray or
-    not. ``key``: the driver's run key; a worker whose model or inputs file differ from the driver's
-    (another file at the same path) gets another key and raises ValueError instead of computing a
-    different game.
+    Args:
+        spec_dict: ``RunSpec.to_dict()`` of the run.
+        key: the driver's run key; a worker that computes another key (a different model, inputs file,
+            task battery or recipe at the same path, another ``msa_core``) raises ValueError instead of
+            computing a different game.
+        kind: "coalitions" (``rows`` bool ``(batch, n_players)``) or "permutations" (``rows`` int64
+            ``(m, n_players)``, through the game's ``evaluate_permutations``).
+        rows: the coalitions or join orders.
+
+    Returns:
+        ``(values, seconds)``: numpy ``(batch, *output_shape)`` (``(m, n_players + 1, ...)`` for join
+        orders) in the game's dtype, and the time spent.
     """
     began = time.perf_counter()
     spec = RunSpec.from_dict(spec_dict)
-    cache_key = repr((sorted(spec.to_dict().items()), key))
-    if cache_key not in _WORKER_CACHE:
-        _WORKER_CACHE.clear()  # one game per worker process at a time
-        resolved = resolve(spec)
+    game_id = tuple(repr(spec_dict.get(name)) for name in _GAME_FIELDS)
+    if key is None or _WORKER_KEYS.get(key) != game_id:
+        subject_id = (*game_id[:4], recipe_source_hash(spec.model))  # an edited recipe is loaded again
+        if subject_id not in _WORKER_SUBJECTS:
+            _WORKER_SUBJECTS.clear()  # one subject per worker process at a time
+            _WORKER_GAMES.clear()
+            _WORKER_SUBJECTS[subject_id] = load_subject(spec.model, inputs=spec.inputs, device=spec.device, tasks=spec.tasks)
+        resolved = resolve(spec, _WORKER_SUBJECTS[subject_id])
         if key is not None and resolved.key != key:
             what = f"the model {spec.model!r}" + (f" or the inputs file {spec.inputs!r}" if spec.inputs else "")
+            what += f" or the tasks file {spec.tasks!r}" if spec.tasks else ""
             raise ValueError(
                 f"this worker's run key {resolved.key[:12]} differs from the driver's {key[:12]}: {what} is not the "
                 "same here as on the driver (every node needs the same files at the same paths, and the same "
                 "msa_core version)"
             )
-        _WORKER_CACHE[cache_key] = resolved.game()
-    game = _WORKER_CACHE[cache_key]
-    estimator = make_estimator(spec.method)
-    if not isinstance(estimator, SamplingEstimator):
-        raise ValueError(f"method {spec.method!r} is not a sampling method; it cannot be split into blocks")
-    runner = GameRunner(game, int(game.n_players), batch_size=spec.batch_size, device=spec.device)
-    empty_t = torch.as_tensor(empty, device=runner.device)
-    intact_t = torch.as_tensor(intact, device=runner.device)
-    runner.output_shape = tuple(empty_t.shape)
-    samples = estimator.unit_samples(runner, int(game.n_players), spec.seed, range(start, stop), empty_t, intact_t)
-    if raw:
-        return samples.cpu().numpy(), runner.n_evaluations, time.perf_counter() - began
-    accumulator = MomentAccumulator.from_samples(samples)
-    return accumulator.state_dict(), runner.n_evaluations, time.perf_counter() - began
+        if game_id not in _WORKER_GAMES:
+            _WORKER_GAMES[game_id] = resolved.game()
+        if key is not None:
+            _WORKER_KEYS[key] = game_id
+    game = _WORKER_GAMES[game_id]
+    tensor = torch.from_numpy(np.ascontiguousarray(rows))
+    with torch.no_grad():
+        values = game.evaluate_permutations(tensor) if kind == "permutations" else game(tensor)
+    return values.detach().cpu().numpy(), time.perf_counter() - began
+
+
+class GameWorker:
+    """A Ray actor body holding one game (rebuilt from the spec) between calls; see :func:`evaluate_rows`."""
+
+    def evaluate(self, spec_dict: dict[str, Any], key: str | None, kind: str, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """:func:`evaluate_rows` in this worker process."""
+        return evaluate_rows(spec_dict, key, kind, rows)
 
 
 def ensure_ray(address: str | None = None) -> Any:
@@ -108,107 +113,101 @@ def ensure_ray(address: str | None = None) -> Any:
     return ray
 
 
-def _split(units: range, parts: int) -> list[range]:
-    parts = max(1, min(parts, len(units)))
-    edges = [units.start + (len(units) * i) // parts for i in range(parts + 1)]
-    return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
+_POOLS: dict[tuple, list[Any]] = {}
 
 
-def run_on_ray(
-    resolved: Any,
-    game: Any,
-    estimator: SamplingEstimator,
-    state: SamplingState,
-    *,
-    address: str | None = None,
-    progress: Callable[[int, int], Any] | None = None,
-    cancel: Any = None,
-    on_block: Callable[[SamplingState], Any] | None = None,
-    max_in_flight: int | None = None,
-    tasks_per_block: int | None = None,
-    gpus_per_task: float | None = None,
-) -> ShapleyResult:
-    """Compute the sampling run of ``resolved`` with blocks on Ray workers; merge in order on the driver.
+def _worker_pool(ray: Any, use_gpu: bool, gpus: float, n_workers: int) -> list[Any]:
+    """Actors kept for the life of the Ray session (a worker keeps its model between runs)."""
+    session = ray.get_runtime_context().get_job_id()
+    pool_id = (session, use_gpu, gpus, n_workers)
+    for stale in [k for k in _POOLS if k[0] != session]:
+        del _POOLS[stale]
+    if pool_id not in _POOLS:
+        actor = ray.remote(num_gpus=gpus if use_gpu else 0, num_cpus=0 if use_gpu else 1,
+                           max_restarts=2, max_task_retries=2)(GameWorker)
+        _POOLS[pool_id] = [actor.remote() for _ in range(n_workers)]
+    return _POOLS[pool_id]
 
-    Each block is one task, or (when there are fewer blocks than worker slots, or ``tasks_per_block``
-    says so) several tasks that return their raw samples, concatenated on the driver into the block's
-    accumulator: either way the merge is that of the local loop. ``gpus_per_task`` (default 1, or
-    ``$MSA_RAY_GPUS_PER_TASK``) is for models that need several GPUs per replica.
+
+class RayGame:
+    """The run's game, evaluated on Ray workers: a drop-in for the local game in any estimator.
+
+    Args:
+        resolved: the :class:`~msa_core.runs.spec.ResolvedRun` (spec and run key).
+        game: the driver's own game (only its attributes are used: ``n_players``, ``unit_labels``,
+            whether it has ``evaluate_permutations``).
+        address: Ray cluster address (None: a running or new local Ray).
+        cancel: object with ``is_set()``, watched while waiting for workers.
+        workers: actors to use (default: one per GPU for a CUDA spec, else one per CPU of the cluster;
+            ``$MSA_RAY_WORKERS`` overrides).
+        gpus_per_worker: GPUs per actor (default 1, or ``$MSA_RAY_GPUS_PER_TASK``).
+        min_rows_per_task: a call is split into parts of at least this many rows.
     """
-    from .execute import block_ranges
 
-    ray = ensure_ray(address)
-    spec: RunSpec = resolved.spec
-    n_players = int(game.n_players)
-    total_units = estimator.n_units(n_players, spec.n_permutations)
-    per_unit = estimator.evaluations_per_unit(n_players)
-    total_evaluations = 2 + total_units * per_unit
-    runner = GameRunner(game, n_players, batch_size=spec.batch_size, device=spec.device, progress=progress)
-    runner.total = total_evaluations
-    runner.n_evaluations = state.n_evaluations
-    started = time.perf_counter()
-    if state.empty is None or state.intact is None:
-        state.empty, state.intact = runner.endpoints()
-        state.n_evaluations = runner.n_evaluations
-    empty = state.empty.to(runner.device, torch.float64)
-    intact = state.intact.to(runner.device, torch.float64)
-    blocks = block_ranges(estimator, n_players, math.prod(empty.shape), total_units, state.next_unit)
+    def __init__(self, resolved: Any, game: Any, *, address: str | None = None, cancel: Any = None,
+                 workers: int | None = None, gpus_per_worker: float | None = None, min_rows_per_task: int = 16) -> None:
+        self.ray = ensure_ray(address)
+        spec: RunSpec = resolved.spec
+        self.spec_dict, self.key, self.cancel = spec.to_dict(), resolved.key, cancel
+        self.n_players = int(game.n_players)
+        self.unit_labels = list(getattr(game, "unit_labels", []) or [])
+        self.path = getattr(game, "path", None)
+        if not callable(getattr(game, "evaluate_permutations", None)):
+            self.evaluate_permutations = None  # estimators probe for it: absent here when absent locally
+        use_gpu = spec.device.startswith("cuda")
+        gpus = float(gpus_per_worker or os.environ.get("MSA_RAY_GPUS_PER_TASK") or 1)
+        resources = self.ray.cluster_resources()
+        slots = int(resources.get("GPU", 0) // gpus) if use_gpu else int(resources.get("CPU", 1))
+        if use_gpu and slots == 0:
+            raise ValueError("device cuda was asked for but the Ray cluster has no (or too few) GPUs; use --device cpu")
+        workers = workers or int(os.environ.get("MSA_RAY_WORKERS") or 0) or max(1, slots)
+        self.workers = _worker_pool(self.ray, use_gpu, gpus, workers)
+        self.min_rows = max(1, int(min_rows_per_task))
+        self.per_task_rows = spec.batch_size or getattr(game, "preferred_batch_size", None) or 1024
+        self.calls = self.tasks = 0
+        self.gpu = use_gpu
 
-    use_gpu = spec.device.startswith("cuda")
-    gpus = float(gpus_per_task or os.environ.get("MSA_RAY_GPUS_PER_TASK") or 1)
-    resources = ray.cluster_resources()
-    n_slots = int(resources.get("GPU", 0) // gpus) if use_gpu else int(resources.get("CPU", 1))
-    if use_gpu and n_slots == 0:
-        raise ValueError("device cuda was asked for but the Ray cluster has no (or too few) GPUs; use --device cpu")
-    if tasks_per_block is None:
-        env = os.environ.get("MSA_RAY_TASKS_PER_BLOCK")
-        tasks_per_block = int(env) if env else max(1, math.ceil(n_slots / max(1, len(blocks))))
-    remote = ray.remote(num_gpus=gpus if use_gpu else 0, num_cpus=0 if use_gpu else 1, max_retries=2)(compute_block)
-    spec_dict = spec.to_dict()
-    empty_np, intact_np = ray.put(empty.cpu().numpy()), ray.put(intact.cpu().numpy())
-    window = max_in_flight or max(2, 2 * max(1, n_slots))
-    tasks = deque((block, part) for block in blocks for part in _split(block, tasks_per_block))
-    pending: deque[tuple[range, range, Any]] = deque()
-    parts_done: list[np.ndarray] = []
-    n_tasks = len(tasks)
-    try:
-        while tasks or pending:
-            while tasks and len(pending) < window:
-                block, part = tasks.popleft()
-                raw = len(part) != len(block)
-                ref = remote.remote(spec_dict, part.start, part.stop, empty_np, intact_np, raw, resolved.key)
-                pending.append((block, part, ref))
-            block, part, ref = pending[0]
-            while True:  # wait for the oldest task, watching the cancel flag
-                if cancel is not None and cancel.is_set():
+    @property
+    def preferred_batch_size(self) -> int:
+        """Rows per call: one batch per worker, so a call keeps every worker busy."""
+        return int(self.per_task_rows) * len(self.workers)
+
+    def _run(self, kind: str, rows: np.ndarray) -> torch.Tensor:
+        n_parts = max(1, min(len(self.workers), math.ceil(len(rows) / self.min_rows)))
+        edges = [len(rows) * i // n_parts for i in range(n_parts + 1)]
+        refs = [
+            self.workers[i].evaluate.remote(self.spec_dict, self.key, kind, rows[a:b])
+            for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))
+        ]
+        self.calls += 1
+        self.tasks += len(refs)
+        try:
+            while True:  # wait for all parts, watching the cancel flag
+                if self.cancel is not None and self.cancel.is_set():
+                    from ..estimators import RunCancelled
+
                     raise RunCancelled("the run was cancelled")
-                ready, _ = ray.wait([ref], timeout=0.25)
-                if ready:
+                ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0.25)
+                if len(ready) == len(refs):
                     break
-            pending.popleft()
-            payload, evaluations, _seconds = ray.get(ref)
-            runner.count(evaluations)
-            if len(part) != len(block):
-                parts_done.append(np.array(payload))
-                if part.stop != block.stop:
-                    continue
-                samples = torch.from_numpy(np.concatenate(parts_done)).to(runner.device)
-                parts_done = []
-                accumulator = MomentAccumulator.from_samples(samples)
-            else:
-                payload = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in payload.items()}
-                accumulator = MomentAccumulator.from_state_dict(payload, device=runner.device)
-            state.accumulator.merge(accumulator)
-            state.next_unit = block.stop
-            state.n_evaluations = runner.n_evaluations
-            if on_block is not None:
-                on_block(state)
-    finally:
-        for _, _, ref in pending:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # best effort: a finished task cannot be cancelled
-                pass
-    result = estimator.result_from_state(state, seed=spec.seed, elapsed_s=time.perf_counter() - started)
-    result.metadata["ray"] = {"blocks": len(blocks), "tasks": n_tasks, "slots": n_slots, "gpu": use_gpu}
-    return result
+        except BaseException:
+            for ref in refs:
+                try:
+                    self.ray.cancel(ref)
+                except Exception:  # best effort: a finished task cannot be cancelled
+                    pass
+            raise
+        parts = [np.asarray(values) for values, _seconds in self.ray.get(refs)]
+        return torch.from_numpy(np.concatenate(parts))
+
+    def __call__(self, coalitions: torch.Tensor) -> torch.Tensor:
+        """Values ``(batch, *output_shape)`` of bool coalitions ``(batch, n_players)``, computed on workers."""
+        return self._run("coalitions", coalitions.detach().cpu().numpy())
+
+    def evaluate_permutations(self, permutations: torch.Tensor) -> torch.Tensor:  # type: ignore[no-redef]
+        """Values along join orders ``(m, n_players + 1, *output_shape)``, computed on workers."""
+        return self._run("permutations", permutations.detach().cpu().numpy().astype(np.int64))
+
+    def info(self) -> dict[str, Any]:
+        """What the run did on Ray: calls, tasks, workers, GPU."""
+        return {"calls": self.calls, "tasks": self.tasks, "workers": len(self.workers), "gpu": self.gpu}

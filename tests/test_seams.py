@@ -1,0 +1,151 @@
+"""The seams: every method in METHODS through every path, and every preset of every built-in.
+
+Paths: the library (``shapley_modes`` on the subject's game), ``execute``, the ``JobRunner``, the CLI
+(``msa run``) and Ray (``execute(backend="ray")``). On a tiny recipe model every method must run on every
+path and give the library's values; efficiency must hold where the method claims it. A method added to
+``METHODS`` is picked up here automatically; one that a path cannot run fails this file. Ray runs on one
+local Ray started once for the module (run it under ``flock /tmp/ray.lock``).
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from msa_core import shapley_modes
+from msa_core.cli import main
+from msa_core.estimators import METHODS, make_estimator
+from msa_core.runs import JobRunner, RunSpec, RunStore, execute, list_builtins, load_subject, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 120  # evaluations: enough for every method on 5 players (kadd needs 15 features)
+SEED = 5
+PATHS = ("execute", "jobs", "cli", "ray")
+
+RECIPE = textwrap.dedent(
+    '''
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.Softmax(-1))
+        return {"model": model, "inputs": torch.randn(6, 4), "default_units": ["1"]}
+    '''
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Tiny models: one torch thread (see conftest)."""
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> str:
+    """One recipe file for the whole module, so Ray workers load it once."""
+    path = tmp_path_factory.mktemp("seams") / "seam_recipe.py"
+    path.write_text(RECIPE)
+    return f"{path}:make"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+_LIBRARY: dict[str, object] = {}
+
+
+def _spec(recipe: str, method: str) -> RunSpec:
+    return RunSpec(recipe, method=method, budget=BUDGET, seed=SEED)
+
+
+def _library(recipe: str, method: str):
+    """The reference: ``shapley_modes`` on the subject's game, no run machinery."""
+    if method not in _LIBRARY:
+        game = resolve(_spec(recipe, method)).game()
+        _LIBRARY[method] = shapley_modes(game, game.n_players, method=method, budget=BUDGET, seed=SEED)
+    return _LIBRARY[method]
+
+
+def _claims_efficiency(method: str) -> bool:
+    return bool(getattr(make_estimator(method), "efficient", True))
+
+
+def _through(path: str, recipe: str, method: str, tmp_path: Path, request, capsys) -> object:
+    spec = _spec(recipe, method)
+    if path == "execute":
+        seen: list[tuple[int, int]] = []
+        record = execute(spec, RunStore(tmp_path / "store"), progress=lambda d, t: seen.append((d, t)))
+        assert seen and seen[0] == (0, seen[0][1]) and all(total > 0 for _, total in seen)  # never 0 / 0
+        assert seen[-1][0] == record.result.n_evaluations
+        return record.result
+    if path == "jobs":
+        runner = JobRunner(RunStore(tmp_path / "store"))
+        try:
+            job = runner.submit(spec)
+            assert runner.status(job).total > 0  # the planned total is known at once
+            status = runner.wait(job, timeout=120)
+            assert status.state == "done", status.error
+            return runner.store.get(status.run_id).result
+        finally:
+            runner.shutdown()
+    if path == "cli":
+        code = main(["run", recipe, "--method", method, "--budget", str(BUDGET), "--seed", str(SEED)])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert f"msa runs show {out.strip()[:12]}" in err and "efficiency" in err
+        return RunStore(tmp_path / "home").get(out.strip()).result
+    request.getfixturevalue("local_ray")
+    record = execute(spec, RunStore(tmp_path / "store"), backend="ray")
+    assert record.params["backend"] == "ray" and record.result.metadata["ray"]["tasks"] >= 1
+    return record.result
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_through_every_path_agrees_with_the_library(method, path, recipe, tmp_path, request, monkeypatch,
+                                                                  capsys):
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
+    reference = _library(recipe, method)
+    if _claims_efficiency(method):
+        assert reference.efficiency_gap() < 1e-9
+    result = _through(path, recipe, method, tmp_path, request, capsys)
+    assert result.method == reference.method and result.n_evaluations == reference.n_evaluations
+    assert torch.allclose(result.values, reference.values, rtol=0, atol=1e-12), (method, path)
+    if reference.stderr is not None:
+        assert torch.allclose(result.stderr, reference.stderr, rtol=0, atol=1e-12)
+
+
+def _presets() -> list[tuple[str, str]]:
+    return [(name, preset) for name, _ in list_builtins() for preset in load_subject(name).unit_presets]
+
+
+@pytest.mark.parametrize("model, preset", _presets())
+def test_every_preset_of_every_builtin_runs_through_execute(model, preset, tmp_path):
+    subject = load_subject(model)
+    spec = RunSpec(model, preset=preset, n_permutations=1, seed=0)
+    record = execute(spec, RunStore(tmp_path / "store"), resolved=resolve(spec, subject))
+    as_unit = resolve(RunSpec(model, units=(preset,), n_permutations=1), subject)  # a preset wherever a unit goes
+    assert record.params["units"] == as_unit.document["units"] and record.id == as_unit.key
+    assert record.result.n_players == subject.game(units=preset).n_players  # the Python API takes it too
+    assert record.result.efficiency_gap() < 1e-6
+
+
+def test_an_unknown_preset_names_the_presets(tmp_path):
+    with pytest.raises(ValueError, match="'hidden layer'"):
+        execute(RunSpec("mlp-digits", preset="hidden layers"), RunStore(tmp_path / "store"))
+    with pytest.raises(ValueError, match="presets: 'hidden layer'"):
+        resolve(RunSpec("mlp-digits", units=("hidden layers",)))
