@@ -248,3 +248,26 @@ def test_paper_battery_encodes_with_a_byte_level_tokenizer(gpt2):
     subject = load_subject(gpt2.ref, tasks=battery)
     values = subject.game(units="transformer.h.2.attn.heads")(torch.ones((1, 4), dtype=torch.bool))
     assert values.shape == (1, 9) and torch.isfinite(values).all()
+
+
+def test_a_battery_run_end_to_end_through_execute_and_the_cli(gpt2_dir, tmp_path, monkeypatch, capsys):
+    from msa_core.cli import main
+    from msa_core.runs import RunSpec, RunStore, execute
+
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
+    path = tmp_path / "battery.yaml"
+    path.write_text(BATTERY, encoding="utf-8")
+    spec = RunSpec(model=str(gpt2_dir), tasks=str(path), units=("transformer.h.2.attn.heads",), method="exact")
+    store = RunStore(tmp_path / "store")
+    record = execute(spec, store)
+    assert tuple(record.result.values.shape) == (4, 2)
+    assert record.result.metadata["output_labels"] == ["addition", "capitals"]
+    subject = load_subject(str(gpt2_dir), tasks=str(path))
+    game = subject.game(units="transformer.h.2.attn.heads")
+    full, empty = game(torch.tensor([[True] * 4, [False] * 4]))
+    assert torch.allclose(record.result.values.sum(0).double(), full - empty, atol=1e-6)
+    path.write_text(BATTERY.replace('" 8"', '" 9"'), encoding="utf-8")  # new content, new run key
+    assert execute(spec, store).id != record.id
+    path.write_text("tasks: []", encoding="utf-8")
+    assert main(["run", str(gpt2_dir), "--tasks", str(path), "--layer", "transformer.h.2.attn.heads"]) == 2
+    assert "'tasks' must be a non-empty list" in capsys.readouterr().err
