@@ -271,3 +271,8 @@ def test_a_battery_run_end_to_end_through_execute_and_the_cli(gpt2_dir, tmp_path
     path.write_text("tasks: []", encoding="utf-8")
     assert main(["run", str(gpt2_dir), "--tasks", str(path), "--layer", "transformer.h.2.attn.heads"]) == 2
     assert "'tasks' must be a non-empty list" in capsys.readouterr().err
+
+
+def test_a_model_that_is_not_a_language_model_refuses_a_battery():
+    with pytest.raises(BatteryError, match="need a language model"):
+        load_subject("mlp-digits", tasks=BATTERY)

@@ -42,9 +42,14 @@ def subject_codec(subject: Any) -> Any:
 
         with np.load(assets_dir() / "moe_lm_eval.npz", allow_pickle=False) as data:
             return CharCodec([str(v) for v in data["vocab"]])
+    if hasattr(subject, "tokenizer"):  # a Hugging Face folder saved without its tokenizer
+        raise BatteryError(
+            f"model {getattr(subject, 'name', subject)!r} has no tokenizer: save one next to the model "
+            "(tokenizer.save_pretrained(model_dir)) to score task batteries or text"
+        )
     raise BatteryError(
-        f"model {getattr(subject, 'name', subject)!r} has no tokenizer: save one next to the model "
-        "(tokenizer.save_pretrained(model_dir)) to score task batteries or text"
+        f"model {getattr(subject, 'name', subject)!r} has no tokenizer: task batteries and text need a language "
+        "model with one (a Hugging Face folder with its tokenizer saved, or moe-lm)"
     )
 
 
