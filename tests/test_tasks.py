@@ -276,3 +276,14 @@ def test_a_battery_run_end_to_end_through_execute_and_the_cli(gpt2_dir, tmp_path
 def test_a_model_that_is_not_a_language_model_refuses_a_battery():
     with pytest.raises(BatteryError, match="need a language model"):
         load_subject("mlp-digits", tasks=BATTERY)
+
+
+def test_task_scores_intact_and_lesioned_for_the_editor(gpt2):
+    from msa_core.tasks import task_scores
+
+    game = gpt2.game(units="transformer.h.2.attn.heads")
+    scores = task_scores(gpt2, [0, 2], game=game)
+    expected = game(torch.tensor([[True] * 4, [False, True, False, True]]))
+    assert scores["task"] == ["addition", "capitals"]
+    assert scores["intact"] == expected[0].tolist() and scores["lesioned"] == expected[1].tolist()
+    assert task_scores(gpt2, [], units="transformer.h.2.attn.heads")["lesioned"] == pytest.approx(scores["intact"], abs=1e-6)

@@ -14,6 +14,7 @@ from .text import (
     greedy_continuation,
     max_positions,
     subject_codec,
+    task_scores,
     task_scores_objective,
     text_objective,
 )
@@ -22,5 +23,5 @@ __all__ = [
     "SCORES", "BatteryError", "Task", "TaskBattery", "TaskItem", "load_battery", "parse_battery",
     "CharCodec", "EncodedBattery", "HFCodec", "TaskScores", "battery_objective", "encode_battery",
     "Continuation", "attach_battery", "battery_of", "greedy_continuation", "max_positions", "subject_codec",
-    "task_scores_objective", "text_objective",
+    "task_scores", "task_scores_objective", "text_objective",
 ]

@@ -22,8 +22,8 @@ from ..models.lm_objectives import NextTokenLogProb
 from .battery import BatteryError, TaskBattery, load_battery
 from .scoring import CharCodec, HFCodec, TaskScores, battery_objective
 
-__all__ = ["text_objective", "Continuation", "greedy_continuation", "subject_codec", "attach_battery",
-           "max_positions"]
+__all__ = ["text_objective", "Continuation", "greedy_continuation", "task_scores", "subject_codec",
+           "attach_battery", "max_positions", "battery_of", "task_scores_objective"]
 
 
 def subject_codec(subject: Any) -> Any:
@@ -168,6 +168,24 @@ def greedy_continuation(subject: Any, prompt: str, lesioned: Iterable[int] = (),
             ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
     new = ids[:, start:].cpu().tolist()
     return Continuation(prompt, codec.decode(new[0]), codec.decode(new[1]), new[0], new[1], lesioned)
+
+
+def task_scores(subject: Any, lesioned: Iterable[int] = (), *, units: Any = None, game: Any = None) -> dict[str, list]:
+    """Per-task scores intact and with the players ``lesioned``, in one game call of two coalitions (for the
+    Editor). ``game``: a game of ``subject`` with the ``"tasks"`` objective (built from ``units`` when None;
+    pass it to reuse it across edits). Returns ``{"task": names, "intact": [...], "lesioned": [...]}``."""
+    if game is None:
+        if "tasks" not in subject.objectives:
+            raise BatteryError(f"{subject.name} has no task battery; load it with load_subject(..., tasks=FILE)")
+        game = subject.game(units=units, objective="tasks")
+    lesioned = sorted({int(i) for i in lesioned})
+    if lesioned and (lesioned[0] < 0 or lesioned[-1] >= game.n_players):
+        raise IndexError(f"lesioned unit indices must lie in [0, {game.n_players}); got {lesioned}")
+    rows = torch.ones((2, game.n_players), dtype=torch.bool)
+    rows[1, lesioned] = False
+    values = game(rows).detach().cpu().double()
+    names = list(game.objective.output_labels or [str(i) for i in range(values.shape[1])])
+    return {"task": names, "intact": values[0].tolist(), "lesioned": values[1].tolist()}
 
 
 def battery_of(subject: Any) -> TaskBattery | None:
