@@ -287,3 +287,18 @@ def test_task_scores_intact_and_lesioned_for_the_editor(gpt2):
     assert scores["task"] == ["addition", "capitals"]
     assert scores["intact"] == expected[0].tolist() and scores["lesioned"] == expected[1].tolist()
     assert task_scores(gpt2, [], units="transformer.h.2.attn.heads")["lesioned"] == pytest.approx(scores["intact"], abs=1e-6)
+
+
+def test_battery_table_rows_round_trip_and_name_the_bad_row():
+    from msa_core.tasks import battery_from_rows
+
+    battery = load_battery(BATTERY)
+    rows = battery.to_rows()
+    assert len(rows) == 5 and rows[2] == {"task": "capitals", "score": "logprob", "prompt": "Paris is the capital of",
+                                          "answer": " France"}
+    assert battery_from_rows(rows + [{"task": None, "score": "", "prompt": "", "answer": ""}]) == battery
+    rows[3]["score"] = "accuracy"
+    with pytest.raises(BatteryError, match="row 4 gives task 'capitals' the score 'accuracy'"):
+        battery_from_rows(rows)
+    with pytest.raises(BatteryError, match="task battery table: task 'x', item 1 has an empty answer"):
+        battery_from_rows([{"task": "x", "score": "", "prompt": "p", "answer": ""}])

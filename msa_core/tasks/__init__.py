@@ -5,7 +5,7 @@
 * :mod:`.text`: :func:`attach_battery`, :func:`text_objective`, :func:`greedy_continuation`.
 """
 
-from .battery import SCORES, BatteryError, Task, TaskBattery, TaskItem, load_battery, parse_battery
+from .battery import SCORES, BatteryError, Task, TaskBattery, TaskItem, battery_from_rows, load_battery, parse_battery
 from .scoring import CharCodec, EncodedBattery, HFCodec, TaskScores, battery_objective, encode_battery
 from .text import (
     Continuation,
@@ -20,7 +20,7 @@ from .text import (
 )
 
 __all__ = [
-    "SCORES", "BatteryError", "Task", "TaskBattery", "TaskItem", "load_battery", "parse_battery",
+    "SCORES", "BatteryError", "battery_from_rows", "Task", "TaskBattery", "TaskItem", "load_battery", "parse_battery",
     "CharCodec", "EncodedBattery", "HFCodec", "TaskScores", "battery_objective", "encode_battery",
     "Continuation", "attach_battery", "battery_of", "greedy_continuation", "max_positions", "subject_codec",
     "task_scores", "task_scores_objective", "text_objective",

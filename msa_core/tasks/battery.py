@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 from ..models.subject import ModelLoadError
 
-__all__ = ["BatteryError", "TaskItem", "Task", "TaskBattery", "load_battery", "parse_battery", "SCORES"]
+__all__ = ["BatteryError", "TaskItem", "Task", "TaskBattery", "load_battery", "parse_battery", "battery_from_rows",
+           "SCORES"]
 
 SCORES = ("accuracy", "logprob")
 """Score kinds of a task: exact match of the greedy continuation, or mean log-probability of the answer."""
@@ -90,6 +91,10 @@ class TaskBattery:
         """JSON text that :func:`load_battery` reads back to an equal battery."""
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
 
+    def to_rows(self) -> list[dict[str, str]]:
+        """One row per item ``{"task", "score", "prompt", "answer"}`` (an editable table; see :func:`battery_from_rows`)."""
+        return [{"task": t.name, "score": t.score, "prompt": i.prompt, "answer": i.answer} for t in self.tasks for i in t.items]
+
     def sha256(self) -> str:
         """Hash of the content (names, scores, prompts, answers), independent of formatting and source."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=True).encode()).hexdigest()
@@ -140,7 +145,32 @@ def load_battery(battery: Any) -> TaskBattery:
     return parse_battery(battery, source="")
 
 
+def battery_from_rows(rows: Any) -> TaskBattery:
+    """A battery from table rows ``{"task", "score", "prompt", "answer"}`` (a list of dicts or a DataFrame's
+    ``to_dict("records")``), tasks in order of first appearance; blank rows are skipped. A task's score is
+    that of its first row (``accuracy`` when blank). :class:`BatteryError` names the row of a problem."""
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    tasks: dict[str, dict[str, Any]] = {}
+    for number, row in enumerate(rows, start=1):
+        cells = {key: ("" if row.get(key) is None or row.get(key) != row.get(key) else row.get(key))  # NaN -> ""
+                 for key in ("task", "score", "prompt", "answer")}
+        if not any(str(value).strip() for value in cells.values()):
+            continue
+        name = str(cells["task"]).strip()
+        if not name:
+            raise BatteryError(f"task battery table: row {number} has no task name")
+        task = tasks.setdefault(name, {"name": name, "score": str(cells["score"]).strip() or "accuracy", "items": []})
+        if str(cells["score"]).strip() and str(cells["score"]).strip() != task["score"]:
+            raise BatteryError(f"task battery table: row {number} gives task {name!r} the score {cells['score']!r} but "
+                               f"an earlier row gave {task['score']!r}; one score per task")
+        task["items"].append({"prompt": str(cells["prompt"]), "answer": str(cells["answer"])})
+    return parse_battery({"tasks": list(tasks.values())}, source="table")
+
+
 def _where(source: str) -> str:
+    if source == "table":
+        return "task battery table"
     return f"task battery {source!r}" if source and source != "text" else "task battery"
 
 
