@@ -220,6 +220,9 @@ def test_greedy_continuation_intact_and_lesioned(gpt2):
     assert not torch.allclose(lesioned_logits, intact_logits)  # the lesion changes the model
     both = greedy_continuation(gpt2, prompt, zero, units=units, n_tokens=4)
     assert both.intact_ids == intact and both.lesioned_ids == expected and both.lesioned_units == tuple(zero)
+    game = gpt2.game(units=units)  # the Editor's game (prefix reuse): same players, same continuation
+    assert game.path.startswith("prefix")
+    assert greedy_continuation(gpt2, prompt, zero, game=game, n_tokens=4).lesioned_ids == expected
     with pytest.raises(IndexError):
         greedy_continuation(gpt2, prompt, [128], units=units)
 

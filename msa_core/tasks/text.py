@@ -132,17 +132,22 @@ def _position_free(resolved: Sequence[Any]) -> list[Any]:
 
 
 def greedy_continuation(subject: Any, prompt: str, lesioned: Iterable[int] = (), *, units: Any = None,
-                        lesion: Any = None, n_tokens: int = 8) -> Continuation:
+                        lesion: Any = None, n_tokens: int = 8, game: Any = None) -> Continuation:
     """``prompt`` continued by ``n_tokens`` greedy (argmax) tokens, intact and with the players ``lesioned``
     (indices into the players of ``subject.game(units)``) lesioned; both in one batch per token.
 
     ``lesion`` as in :meth:`Subject.game` ("mean" uses each unit's mean over the subject's inputs and
-    positions). Stops early at the model's longest sequence.
+    positions). ``game``: a game of ``subject`` whose players (and mean replacements) to use instead of
+    resolving ``units`` again (the Editor's game; a prefix-reusing one works too). Stops early at the model's
+    longest sequence.
     """
     codec = subject_codec(subject)
     model = subject.model
-    specs = subject.resolve_units(units)
-    resolved, _ = resolve_units(model, specs, subject.inputs, lesion=lesion or subject.default_lesion)
+    if game is not None:
+        resolved = list(game.resolved)
+    else:
+        specs = subject.resolve_units(units)
+        resolved, _ = resolve_units(model, specs, subject.inputs, lesion=lesion or subject.default_lesion)
     resolved = _position_free(resolved)
     n_players = sum(r.n_units for r in resolved)
     lesioned = tuple(sorted({int(i) for i in lesioned}))
