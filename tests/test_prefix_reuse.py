@@ -66,3 +66,13 @@ def test_lesion_game_on_the_raw_model(subject):
     assert on.path.startswith("prefix") and off.path == "hooks"
     rows = torch.tensor([[True, False, True, False], [False, True, True, True]])
     assert torch.allclose(on(rows), off(rows), atol=1e-5, rtol=0)
+
+
+def test_mean_and_callable_lesions_keep_their_values(subject):
+    units = subject.unit_presets["layer 2 heads"]
+    rows = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    for lesion in ("mean", lambda activation: 0.5 * activation):
+        reused = subject.game(units=units, objective="tasks", lesion=lesion)
+        full = subject.game(units=units, objective="tasks", lesion=lesion, prefix_reuse=False)
+        assert reused.path.startswith("prefix") and reused.full_model is subject.model
+        assert torch.allclose(reused(rows), full(rows), atol=1e-5, rtol=0)

@@ -180,7 +180,8 @@ def _record(model: nn.Module, layout: DecoderLayout, start: int, inputs: Any) ->
 
 def prefix_game(game: LesionGame, *, tolerance: float | None = None) -> LesionGame | None:
     """The same game as ``game`` (same players, objective, lesions, batch size) run on the decoder suffix from
-    the first layer holding a player, or None when that does not apply (not a Hugging Face decoder, a player
+    the first layer holding a player (its ``model`` is the :class:`DecoderSuffix`, its ``inputs`` the hidden
+    states entering that layer, ``full_model`` the whole model), or None when that does not apply (not a Hugging Face decoder, a player
     in layer 0 or outside the decoder, arguments that cannot be replayed, or a replay that differs from the
     full forward pass by more than ``tolerance``: None means 1e-4 for float32/float64 logits, 2e-2 for
     half precision, where batch-shape-dependent kernels round differently)."""
@@ -207,15 +208,16 @@ def prefix_game(game: LesionGame, *, tolerance: float | None = None) -> LesionGa
     ):
         warnings.warn(f"prefix reuse does not reproduce {type(model).__name__}'s forward pass; using the full pass")
         return None
-    lesions = {r.lesion if isinstance(r.lesion, str) else id(r.lesion) for r in game.resolved}
-    callable_lesion = next((r.lesion for r in game.resolved if callable(r.lesion)), None)
-    if callable_lesion is not None and len(lesions) > 1:
+    callables = {id(r.lesion): r.lesion for r in game.resolved if callable(r.lesion)}
+    if len(callables) > 1:  # one game-level callable can stand for at most one
         return None
+    callable_lesion = next(iter(callables.values()), None)
     specs = [dataclasses.replace(r.spec, lesion=r.lesion if isinstance(r.lesion, str) else None) for r in game.resolved]
     reused = lesion_game(suffix, specs, hidden, objective=game.objective, lesion=callable_lesion or "zero",
                          batch_size=game.batch_size, device=game.device, fast_paths=False)
     reused.path = f"prefix (layers {start}..{layout.n_layers - 1})"
     reused.prefix_start = start
+    reused.full_model = model  # the whole model (e.g. to bake a lesion into its weights)
     return reused
 
 
