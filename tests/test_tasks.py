@@ -241,6 +241,10 @@ def test_moe_lm_battery_is_the_builtin_language_game():
     builtin.inputs = tokens  # the game runs on these words, not on the subject's 160
     coalitions = torch.rand((6, game.n_players), generator=torch.Generator().manual_seed(0)) > 0.4
     assert torch.allclose(game(coalitions), subject.game(objective=builtin)(coalitions), atol=1e-12)
+    continued = greedy_continuation(subject, "hau", [0, 1, 2], n_tokens=11)  # 1 + 3 + 11 = max_len 14
+    for ids, text in ((continued.intact_ids, continued.intact), (continued.lesioned_ids, continued.lesioned)):
+        assert 0 < len(ids) <= 11 and 2 not in ids[:-1]  # stops at the first EOS (id 2)
+        assert text == "".join(subject_codec(subject).token_strings(ids))
 
 
 def test_paper_battery_encodes_with_a_byte_level_tokenizer(gpt2):

@@ -32,6 +32,7 @@ class HFCodec:
         self.tokenizer = tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad) if pad is not None else 0
+        self.eos_id = None if tokenizer.eos_token_id is None else int(tokenizer.eos_token_id)
 
     def encode_prompt(self, text: str) -> list[int]:
         """Prompt ids (with the tokenizer's BOS when it adds one)."""

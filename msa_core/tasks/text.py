@@ -131,13 +131,18 @@ def _position_free(resolved: Sequence[Any]) -> list[Any]:
     return out
 
 
+def _until_eos(ids: list[int], eos: int | None) -> list[int]:
+    """``ids`` up to and including the first end-of-sequence token (the model's text ends there)."""
+    return ids[: ids.index(eos) + 1] if eos is not None and eos in ids else ids
+
+
 def greedy_continuation(subject: Any, prompt: str, lesioned: Iterable[int] = (), *, units: Any = None,
                         lesion: Any = None, n_tokens: int = 8, game: Any = None) -> Continuation:
     """``prompt`` continued by ``n_tokens`` greedy (argmax) tokens, intact and with the players ``lesioned``
     (indices into the players of ``subject.game(units)``) lesioned; both in one batch per token.
 
     ``lesion`` as in :meth:`Subject.game` ("mean" uses each unit's mean over the subject's inputs and
-    positions). ``game``: a game of ``subject`` whose players (and mean replacements) to use instead of
+    positions). Each row stops after its first end-of-sequence token. ``game``: a game of ``subject`` whose players (and mean replacements) to use instead of
     resolving ``units`` again (the Editor's game; a prefix-reusing one works too). Stops early at the model's
     longest sequence.
     """
@@ -171,7 +176,7 @@ def greedy_continuation(subject: Any, prompt: str, lesioned: Iterable[int] = (),
             logits = getattr(output, "logits", output)
             logits = logits[0] if isinstance(logits, (tuple, list)) else logits
             ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
-    new = ids[:, start:].cpu().tolist()
+    new = [_until_eos(row, getattr(codec, "eos_id", None)) for row in ids[:, start:].cpu().tolist()]
     return Continuation(prompt, codec.decode(new[0]), codec.decode(new[1]), new[0], new[1], lesioned)
 
 
