@@ -30,10 +30,11 @@ import torch
 from torch import nn
 
 from .architectures import ARCHITECTURES, DCGANGenerator, DigitsMLP, MoELM
+from .paper_gan import PaperDCGANGenerator, paper_dcgan_generator
 
 __all__ = [
     "BuiltinSpec", "BUILTINS", "FASHION_CLASSES", "assets_dir", "sweep_dir", "load_weights", "load_eval_data", "load_builtin", "default_units", "all_block_paths",
-    "DigitsMLP", "DCGANGenerator", "MoELM",
+    "DigitsMLP", "DCGANGenerator", "MoELM", "PaperDCGANGenerator", "paper_dcgan_generator",
 ]
 
 DCGAN_BLOCK_PATHS = ("net.0", "net.1", "net.2")
