@@ -245,3 +245,31 @@ def test_moe_routing_weights_edge_cases():
     assert torch.allclose(g[3], torch.tensor([0.5, 0.0, 0.0, 0.5]))
     g.sum().backward()  # gradients stay finite with -inf inputs
     assert torch.isfinite(logits.grad).all()
+
+
+def test_sweep_recipe_loads_a_width_with_the_builtins_game(tmp_path, monkeypatch):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from msa_core.models import load_subject
+    from msa_core.zoo import DigitsMLP
+    from msa_core.zoo.sweep import sweep_ref
+
+    (tmp_path / "sweep").mkdir()
+    shutil.copy(assets_dir() / "fashion_eval.npz", tmp_path / "fashion_eval.npz")
+    torch.manual_seed(0)
+    model = DigitsMLP(n_inputs=784, n_hidden=5)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "sweep" / "mlp-fashion-l1-n5.safetensors"),
+              metadata={"architecture": "DigitsMLP", "config": json.dumps(model.config)})
+    monkeypatch.setenv("MSA_ASSETS", str(tmp_path))
+    assert sweep_ref("l1", 200) == "mlp-fashion-l1"
+    ref = sweep_ref("l1", 5)
+    assert ref == "msa_core.zoo.sweep:mlp_fashion_l1_n5"
+    subject = load_subject(ref)
+    assert subject.default_objective == "per-class accuracy" and subject.default_units == ["1"]
+    game = subject.game()
+    assert game.n_players == 5 and game.n_inputs == 1024
+    assert subject.objective_labels()[0] == "T-shirt/top"
+    with pytest.raises(ValueError, match="python -m training sweep"):
+        load_subject(sweep_ref("l2", 5))
