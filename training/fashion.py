@@ -145,13 +145,14 @@ def train_builtin(name: str) -> dict:
 def train_sweep(_: str = "sweep", widths: tuple[int, ...] = SWEEP_WIDTHS) -> dict:
     """Train every (penalty, N) of the width sweep into ``assets/sweep/`` (ignored by git).
 
-    N = 200 is the same recipe and seed as the built-ins, so it reproduces their weights.
+    N = 200 is skipped: it is the same recipe and seed as the built-ins, which stand for it
+    (``msa_core.zoo.sweep.sweep_ref(penalty, 200)`` names the built-in).
     """
     data = load_fashion()
     folder = sweep_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for n_hidden in widths:
+    for n_hidden in (w for w in widths if w != 200):
         for penalty in PENALTIES:
             name = f"{BUILTIN_NAMES[penalty]}-n{n_hidden}"
             if (folder / f"{name}.safetensors").exists():

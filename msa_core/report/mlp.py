@@ -198,7 +198,7 @@ def _agreement(index: dict, hubs: dict, se: dict, near_zero: str) -> list[str]:
         lines.append("**Where we agree with the paper:** " + "; ".join(agree) + ".")
     if differ:
         lines.append("")
-        lines.append("**Where we do not, and why:** " + "; ".join(differ) + ".")
+        lines.append("**Where we do not, and why:** " + " ".join(d[0].upper() + d[1:] + "." for d in differ))
     return lines
 
 
@@ -218,10 +218,20 @@ def sweep_markdown(sweep: dict[str, Any], budget: Budget, figure: str | None) ->
     if len(table):
         shown = table.rename(columns={"index_se": "index SE", "hub_share": "hub share", "hub_share_se": "hub share SE"})
         lines += [md_table(shown.set_index(["penalty", "N"]).reset_index()), ""]
-        wide = table.pivot(index="N", columns="penalty", values="index")
-        if {"l1", "none"} <= set(wide.columns):
+        wide = table.pivot(index="N", columns="penalty", values="index").dropna()
+        err = table.pivot(index="N", columns="penalty", values="index_se").loc[wide.index]
+        if {"l1", "none"} <= set(wide.columns) and len(wide):
             below = int((wide["l1"] < wide["none"]).sum())
-            lines += [f"L1's index is below the unregularised network's at {below} of {len(wide)} widths.", ""]
+            z = (wide["none"] - wide["l1"]) / np.hypot(err["none"], err["l1"])
+            resolved = [str(n) for n in wide.index[z >= 3]]
+            lines += [
+                f"L1's index is below the unregularised network's at {below} of {len(wide)} widths, by 3 SE or more at "
+                f"N = {', '.join(resolved) or 'none of them'}; the gap at the largest width is "
+                f"{wide['none'].iloc[-1] - wide['l1'].iloc[-1]:.3f} (N = {wide.index[-1]}), at the smallest "
+                f"{wide['none'].iloc[0] - wide['l1'].iloc[0]:.3f} (N = {wide.index[0]}): the penalty's concentrating "
+                "effect needs room (many units) to show.",
+                "",
+            ]
     if figure:
         lines += [f"![concentration against N]({figure})", ""]
     return lines
