@@ -102,7 +102,7 @@ def write_report(
         + (" in **quick mode (tiny budgets: the numbers below are not meaningful)**" if quick else "")
         + "; every number below is computed by that command from stored runs (`RunSpec` -> `msa_core.runs.execute` "
         "-> the run store, the path the app and the CLI use). Each number names its run by short id (open it with "
-        "`msa show <id>` or in the app); `findings_runs.json` lists the runs of every section. "
+        "`msa runs show <id>` or in the app); `findings_runs.json` lists the runs of every section. "
         f"This time {found} of {total} runs were found in the store. Total time {time.perf_counter() - started:.0f} s "
         f"({', '.join(f'{k}: {v:.0f} s' for k, v in timings.items())}).",
         "",

@@ -132,7 +132,7 @@ def concentration_markdown(conc: dict[str, Any], budget: Budget, figure: str, sc
         "smallest fraction of units whose `|c_i|` carry 80% of `sum |c_i|`. Standard errors (SE): "
         f"{budget.se_draws} redraws of every mode entry from a normal with its estimate and standard error "
         "(sampling error of the permutations only; a different training seed would add more). `run` is the "
-        "stored run each row comes from (`msa show <id>`, or the app's Modes page).",
+        "stored run each row comes from (`msa runs show <id>`, or the app's Modes page).",
         "",
         md_table(s),
         "",
@@ -222,14 +222,16 @@ def sweep_markdown(sweep: dict[str, Any], budget: Budget, figure: str | None) ->
         err = table.pivot(index="N", columns="penalty", values="index_se").loc[wide.index]
         if {"l1", "none"} <= set(wide.columns) and len(wide):
             below = int((wide["l1"] < wide["none"]).sum())
-            z = (wide["none"] - wide["l1"]) / np.hypot(err["none"], err["l1"])
+            gap = wide["none"] - wide["l1"]
+            z = gap / np.hypot(err["none"], err["l1"])
             resolved = [str(n) for n in wide.index[z >= 3]]
+            grows = gap.iloc[-1] - gap.iloc[0] > 3 * float(np.hypot(
+                np.hypot(err["none"].iloc[-1], err["l1"].iloc[-1]), np.hypot(err["none"].iloc[0], err["l1"].iloc[0])))
             lines += [
                 f"L1's index is below the unregularised network's at {below} of {len(wide)} widths, by 3 SE or more at "
-                f"N = {', '.join(resolved) or 'none of them'}; the gap at the largest width is "
-                f"{wide['none'].iloc[-1] - wide['l1'].iloc[-1]:.3f} (N = {wide.index[-1]}), at the smallest "
-                f"{wide['none'].iloc[0] - wide['l1'].iloc[0]:.3f} (N = {wide.index[0]}): the penalty's concentrating "
-                "effect needs room (many units) to show.",
+                f"N = {', '.join(resolved) or 'none of them'}; the gap is {gap.iloc[-1]:.3f} at N = {wide.index[-1]} "
+                f"and {gap.iloc[0]:.3f} at N = {wide.index[0]}"
+                + (": the penalty's concentrating effect grows with the number of units." if grows else "."),
                 "",
             ]
     if figure:
