@@ -15,7 +15,9 @@ order in the contributions' dtype (no reassociation, so the tensor fallback give
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -62,6 +64,25 @@ def _kernel():
                         values[p, j, k] += total
 
     return kernel
+
+
+@contextlib.contextmanager
+def _torch_thread_count() -> Iterator[None]:
+    """Run a parallel numba kernel on torch's thread count, and give torch its count back after.
+
+    numba's OpenMP threading layer shares the OpenMP runtime with torch and resets its thread count
+    when a parallel kernel runs: a caller's ``torch.set_num_threads(1)`` would silently become 2.
+    """
+    import numba
+
+    threads = torch.get_num_threads()
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+        torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,15 +133,16 @@ def accuracy_along_orders(
     class_starts = np.searchsorted(labels_np, np.arange(n_classes + 1)).astype(np.int64)
     m, n = permutations.shape
     values = np.zeros((m, n + 1, n_classes), dtype=np.float64)
-    _kernel()(
-        margin_steps,
-        margin_base,
-        np.ascontiguousarray(weights.detach().cpu().numpy().astype(np.float64)[order]),
-        class_starts,
-        np.ascontiguousarray(permutations.detach().cpu().numpy().astype(np.int64)),
-        values,
-        max(1, _TILE_BYTES // max(1, margin_steps.shape[0] * margin_steps.shape[1] * margin_steps.itemsize)),
-    )
+    with _torch_thread_count():
+        _kernel()(
+            margin_steps,
+            margin_base,
+            np.ascontiguousarray(weights.detach().cpu().numpy().astype(np.float64)[order]),
+            class_starts,
+            np.ascontiguousarray(permutations.detach().cpu().numpy().astype(np.int64)),
+            values,
+            max(1, _TILE_BYTES // max(1, margin_steps.shape[0] * margin_steps.shape[1] * margin_steps.itemsize)),
+        )
     return torch.from_numpy(values)
 
 
