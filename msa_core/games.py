@@ -10,7 +10,11 @@ Three evaluation paths, chosen automatically; they give the same values:
    layer's output is ``base + sum_{i in S} C_i`` with ``C_i = W[:, i] (h_i - r_i)``. A coalition is one
    small matrix product, and along a join order the prefix sums make each join O(1) in the layer width
    (``evaluate_permutations``). Per-class accuracy on this path runs in a fused compiled kernel
-   (:mod:`msa_core.kernels`).
+   (:mod:`msa_core.kernels`); any other objective, a user's callable included, is called on the
+   outputs of hundreds of consecutive joins at once, in the model's dtype.
+
+Objectives not made by this library are checked on every call (one value per coalition, the same
+shape each time, real and finite): a bad one fails with one :class:`~msa_core.objectives.ObjectiveError`.
 """
 
 from __future__ import annotations
