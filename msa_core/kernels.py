@@ -85,14 +85,18 @@ def _torch_thread_count() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-@functools.lru_cache(maxsize=1)
-def numba_available() -> bool:
-    """True when numba imports and compiles the kernel on this machine."""
+def _compiles(kernel_factory) -> bool:
     try:
-        _kernel()
+        kernel_factory()
         return True
     except Exception:  # noqa: BLE001 - any import or compile failure means: use the tensor fallback
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def numba_available() -> bool:
+    """True when numba imports and compiles the kernel on this machine."""
+    return _compiles(_kernel)
 
 
 def accuracy_along_orders(
@@ -169,11 +173,7 @@ def _prefix_kernel():
 @functools.lru_cache(maxsize=1)
 def prefix_kernel_available() -> bool:
     """True when numba compiles the prefix-state kernel here (else :func:`prefix_states` uses torch)."""
-    try:
-        _prefix_kernel()
-        return True
-    except Exception:  # noqa: BLE001 - any import or compile failure means: use the tensor fallback
-        return False
+    return _compiles(_prefix_kernel)
 
 
 def prefix_states(contributions: torch.Tensor, states: torch.Tensor, joins: torch.Tensor, out: torch.Tensor) -> None:
