@@ -10,7 +10,11 @@ Three evaluation paths, chosen automatically; they give the same values:
    layer's output is ``base + sum_{i in S} C_i`` with ``C_i = W[:, i] (h_i - r_i)``. A coalition is one
    small matrix product, and along a join order the prefix sums make each join O(1) in the layer width
    (``evaluate_permutations``). Per-class accuracy on this path runs in a fused compiled kernel
-   (:mod:`msa_core.kernels`).
+   (:mod:`msa_core.kernels`); any other objective, a user's callable included, is called on the
+   outputs of hundreds of consecutive joins at once, in the model's dtype.
+
+Objectives not made by this library are checked on every call (one value per coalition, the same
+shape each time, real and finite): a bad one fails with one :class:`~msa_core.objectives.ObjectiveError`.
 """
 
 from __future__ import annotations
@@ -30,14 +34,15 @@ from .lesion import (
     repeat_rows,
     resolve_units,
 )
-from .objectives import Identity, Objective, as_objective
+from .objectives import Identity, Objective, ObjectiveError, as_objective, check_objective_values
 
 __all__ = ["LesionGame", "lesion_game"]
 
 # Elements of activations per forward call when no batch size is given (bounds memory use).
 _ELEMENTS_PER_CALL = 2**23
-# Elements of chain states per block on the linear-chain path (about the size of a cache).
-_CHAIN_TILE_ELEMENTS = 2**18
+# Entries of read-out outputs per objective call along join orders (linear-chain path): large enough
+# that per-call overhead vanishes, small enough to stay in a last-level cache.
+_CHAIN_CALL_ELEMENTS = 2**21
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:
@@ -131,15 +136,24 @@ class LesionGame:
         self._trunk: Any = self.inputs
         if fast_paths and isinstance(self.model, nn.Sequential):
             self._setup_cut()
+        self.output_shape: tuple[int, ...] | None = None  # the probe below sets it
         with torch.no_grad():
-            values = self.objective(intact.unsqueeze(0))
+            try:
+                values = self._score(intact.unsqueeze(0), lambda row: self.n_players)
+            except Exception as error:  # noqa: BLE001 - one message naming the objective and its input
+                if isinstance(error, ObjectiveError):
+                    raise
+                raise ObjectiveError(
+                    f"the objective {self.objective.name!r} failed on the intact model's outputs of shape "
+                    f"{(1, *intact.shape)} (coalitions, inputs, *model_output): {type(error).__name__}: {error}"
+                ) from error
         self.output_shape = tuple(values.shape[1:])
         per_coalition = self.n_inputs * max(
             [math.prod(r.activation_shape[1:]) for r in self.resolved] + [math.prod(self.model_output_shape) or 1]
         )
         self.preferred_batch_size = batch_size or max(1, _ELEMENTS_PER_CALL // max(1, 4 * per_coalition))
         if self.path == "linear-chain":
-            self.preferred_batch_size = batch_size or max(1, _ELEMENTS_PER_CALL // max(1, self._chain_row_elements))
+            self.preferred_batch_size = batch_size or max(1, _ELEMENTS_PER_CALL // max(1, 2 * self._chain_row_elements))
 
     # ------------------------------------------------------------------ setup of fast paths
     def _setup_cut(self) -> None:
@@ -188,7 +202,7 @@ class LesionGame:
             self._base = base.contiguous()  # (n_inputs, out)
         self._rest = _children_slice(self.model, first + 2)
         self._linear_out = linear.out_features
-        self._chain_row_elements = self.n_inputs * self._linear_out * 2
+        self._chain_row_elements = self.n_inputs * max(self._linear_out, math.prod(self.model_output_shape))
         self.path = "linear-chain"
         self.evaluate_permutations = self._chain_values
 
@@ -228,51 +242,82 @@ class LesionGame:
         batch = repeat_rows(self._trunk, n)
         with lesion_hooks(self.resolved, self._split(coalitions), self.n_inputs):
             output = _output_tensor(forward(self._suffix, batch))
-        return self.objective(output.reshape(n, self.n_inputs, *output.shape[1:]))
+        return self._score(output.reshape(n, self.n_inputs, *output.shape[1:]), lambda row: int(coalitions[row].sum()))
 
-    def _finish_states(self, states: torch.Tensor, index: slice = slice(None)) -> torch.Tensor:
-        """Linear-layer outputs ``(c, n_tile, out)`` -> objective values ``(c, *output_shape)``."""
+    def _score(self, outputs: torch.Tensor, intact_count: Callable[[int], int]) -> torch.Tensor:
+        """Objective values ``(c, *output_shape)`` of model outputs ``(c, n_inputs, *model_output)``.
+
+        Objectives not made by this library are checked (shape, real and finite values) so that a bad
+        one fails with one message naming it; ``intact_count(row)`` says how many units row ``row``
+        keeps, for that message.
+        """
+        values = self.objective(outputs)
+        if getattr(self.objective, "builtin", False):
+            return values
+        return check_objective_values(self.objective, values, tuple(outputs.shape), self.output_shape, intact_count)
+
+    def _finish_states(self, states: torch.Tensor, intact_count: Callable[[int], int]) -> torch.Tensor:
+        """Linear-layer outputs ``(c, n_inputs, out)`` -> objective values ``(c, *output_shape)``."""
         if len(self._rest):
             c, n_tile = states.shape[:2]
             out = _output_tensor(self._rest(states.reshape(c * n_tile, -1)))
             states = out.reshape(c, n_tile, *out.shape[1:])
-        return self.objective(states, index)
+        return self._score(states, intact_count)
 
     def _call_linear(self, coalitions: torch.Tensor) -> torch.Tensor:
         mask = coalitions.to(self._contributions.dtype)
         n_units, n_inputs, out = self._contributions.shape
         states = self._base + (mask @ self._contributions.reshape(n_units, -1)).reshape(-1, n_inputs, out)
-        return self._finish_states(states)
+        return self._finish_states(states, lambda row: int(coalitions[row].sum()))
 
     def _chain_values(self, permutations: torch.Tensor) -> torch.Tensor:
         """Values along join orders: ``(m, n_players + 1, *output_shape)``; see :class:`~msa_core.types.ChainGame`.
 
         Bound as ``evaluate_permutations`` only on the linear-chain path, so estimators that probe for
         it fall back to coalition matrices elsewhere. Per-class accuracy of a linear read-out runs in
-        the fused kernel of :mod:`msa_core.kernels` when numba is available.
+        the fused kernel of :mod:`msa_core.kernels` when numba is available. Any other objective (a
+        user callable included) gets the read-out's outputs of many consecutive joins in one call:
+        ``(rows, n_inputs, *model_output)`` in the model's dtype, about ``_CHAIN_CALL_ELEMENTS``
+        entries (``batch_size`` rows when one is given). Each join's outputs are the running sum of
+        the contributions in join order, so they do not depend on how joins are grouped into calls.
+        The endpoints (empty and full coalition) are evaluated as coalitions.
         """
-        permutations = permutations.to(self.device)
+        permutations = permutations.to(self.device, torch.int64)
         if self._fused_top1():
             return self._chain_values_fused(permutations)
+        from .kernels import prefix_states
+
         m, n = permutations.shape
-        contributions = self._contributions  # (n_units, n_inputs, out)
-        _, n_inputs, out = contributions.shape
-        # a block of orders advances one join per step; the state stays small enough for the cache
-        perms_per_block = max(1, _CHAIN_TILE_ELEMENTS // (n_inputs * out))
-        results = []
+        n_units, n_inputs, out = self._contributions.shape
+        contributions = self._contributions.reshape(n_units, n_inputs * out)
         with torch.no_grad():
-            for p0 in range(0, m, perms_per_block):
-                block = permutations[p0 : p0 + perms_per_block]
+            if getattr(self, "_chain_ends", None) is None:  # the same two coalitions for every block of orders
+                empty_and_full = torch.zeros((2, n), dtype=torch.bool, device=self.device)
+                empty_and_full[1] = True
+                self._chain_ends = self._call_linear(empty_and_full)
+            ends = self._chain_ends
+            values = torch.empty((m, n + 1, *ends.shape[1:]), dtype=ends.dtype, device=ends.device)
+            values[:, 0], values[:, n] = ends[0], ends[1]
+            inner = n - 1  # coalitions strictly between the endpoints along each order
+            if inner < 1 or m == 0:
+                return values
+            rows = self.batch_size or max(1, _CHAIN_CALL_ELEMENTS // self._chain_row_elements)
+            steps = min(inner, rows)
+            orders_per_call = max(1, rows // inner) if steps == inner else 1
+            # one buffer reused by every call: fresh large allocations would page-fault each time
+            buffer = torch.empty(min(m, orders_per_call) * steps * n_inputs * out, dtype=contributions.dtype, device=self.device)
+            for p0 in range(0, m, orders_per_call):
+                block = permutations[p0 : p0 + orders_per_call]
                 k = block.shape[0]
-                states = self._base.expand(k, n_inputs, out).clone()
-                first = self._finish_states(states)
-                values = torch.empty((k, n + 1, *first.shape[1:]), dtype=first.dtype, device=first.device)
-                values[:, 0] = first
-                for j in range(n):
-                    states += contributions[block[:, j]]
-                    values[:, j + 1] = self._finish_states(states)
-                results.append(values)
-        return torch.cat(results)
+                states = self._base.reshape(1, -1).expand(k, -1).clone()
+                for j0 in range(0, inner, steps):
+                    joins = block[:, j0 : j0 + steps]
+                    s = joins.shape[1]
+                    outputs = buffer[: k * s * n_inputs * out].view(k, s, n_inputs * out)
+                    prefix_states(contributions, states, joins, outputs)
+                    scored = self._finish_states(outputs.view(k * s, n_inputs, out), lambda row, j0=j0, s=s: j0 + 1 + row % s)
+                    values[p0 : p0 + k, 1 + j0 : 1 + j0 + s] = scored.reshape(k, s, *scored.shape[1:])
+        return values
 
     def _fused_top1(self) -> bool:
         from .kernels import numba_available

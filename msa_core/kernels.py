@@ -1,4 +1,4 @@
-"""Fused CPU kernel for the commonest MSA game: top-1 correctness along join orders.
+"""Compiled CPU kernels for the linear-chain path: top-1 correctness and prefix states along join orders.
 
 On the linear-chain path a coalition's logits are ``base + sum of unit contributions``. Along a join
 order they grow by one contribution per step, and a classifier's per-class accuracy only needs, for
@@ -7,16 +7,22 @@ takes several passes over ``steps x inputs x classes`` values; fused in one comp
 contributions of one input (``n_units x n_classes``) stay in L1 cache and each step costs a few
 dozen instructions. The kernel is compiled with numba when it is installed; otherwise callers use
 tensor operations (same values, slower).
+
+:func:`prefix_states` serves every other objective (user callables included): it writes the
+read-out's outputs for consecutive joins of a block of orders in one pass, each a running sum in join
+order in the contributions' dtype (no reassociation, so the tensor fallback gives the same bits).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["accuracy_along_orders", "numba_available"]
+__all__ = ["accuracy_along_orders", "numba_available", "prefix_states"]
 
 # Bytes of one input tile of every unit's margin steps: about the size of a core's L2 cache.
 _TILE_BYTES = 2**20
@@ -60,14 +66,37 @@ def _kernel():
     return kernel
 
 
-@functools.lru_cache(maxsize=1)
-def numba_available() -> bool:
-    """True when numba imports and compiles the kernel on this machine."""
+@contextlib.contextmanager
+def _torch_thread_count() -> Iterator[None]:
+    """Run a parallel numba kernel on torch's thread count, and give torch its count back after.
+
+    numba's OpenMP threading layer shares the OpenMP runtime with torch and resets its thread count
+    when a parallel kernel runs: a caller's ``torch.set_num_threads(1)`` would silently become 2.
+    """
+    import numba
+
+    threads = torch.get_num_threads()
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        _kernel()
+        yield
+    finally:
+        numba.set_num_threads(previous)
+        torch.set_num_threads(threads)
+
+
+def _compiles(kernel_factory) -> bool:
+    try:
+        kernel_factory()
         return True
     except Exception:  # noqa: BLE001 - any import or compile failure means: use the tensor fallback
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def numba_available() -> bool:
+    """True when numba imports and compiles the kernel on this machine."""
+    return _compiles(_kernel)
 
 
 def accuracy_along_orders(
@@ -108,13 +137,73 @@ def accuracy_along_orders(
     class_starts = np.searchsorted(labels_np, np.arange(n_classes + 1)).astype(np.int64)
     m, n = permutations.shape
     values = np.zeros((m, n + 1, n_classes), dtype=np.float64)
-    _kernel()(
-        margin_steps,
-        margin_base,
-        np.ascontiguousarray(weights.detach().cpu().numpy().astype(np.float64)[order]),
-        class_starts,
-        np.ascontiguousarray(permutations.detach().cpu().numpy().astype(np.int64)),
-        values,
-        max(1, _TILE_BYTES // max(1, margin_steps.shape[0] * margin_steps.shape[1] * margin_steps.itemsize)),
-    )
+    with _torch_thread_count():
+        _kernel()(
+            margin_steps,
+            margin_base,
+            np.ascontiguousarray(weights.detach().cpu().numpy().astype(np.float64)[order]),
+            class_starts,
+            np.ascontiguousarray(permutations.detach().cpu().numpy().astype(np.int64)),
+            values,
+            max(1, _TILE_BYTES // max(1, margin_steps.shape[0] * margin_steps.shape[1] * margin_steps.itemsize)),
+        )
     return torch.from_numpy(values)
+
+
+@functools.lru_cache(maxsize=1)
+def _prefix_kernel():
+    import numba
+
+    # Serial on purpose: each step is one vectorised add over a row that sits in cache, a few
+    # microseconds; threads (prange) cost more than that here and stopped the loop vectorising.
+    # No fastmath: each entry is the exact float sum in join order, as repeated torch adds give.
+    @numba.njit(cache=True, nogil=True)
+    def kernel(contributions, states, permutations, out):  # pragma: no cover
+        k, steps = permutations.shape
+        for p in range(k):
+            previous = states[p]
+            for j in range(steps):
+                np.add(previous, contributions[permutations[p, j]], out[p, j])
+                previous = out[p, j]
+            states[p] = previous
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=1)
+def prefix_kernel_available() -> bool:
+    """True when numba compiles the prefix-state kernel here (else :func:`prefix_states` uses torch)."""
+    return _compiles(_prefix_kernel)
+
+
+def prefix_states(contributions: torch.Tensor, states: torch.Tensor, joins: torch.Tensor, out: torch.Tensor) -> None:
+    """Advance running states by consecutive joins, recording each step (in place).
+
+    Args:
+        contributions: ``(n_units, width)``: unit u's additive share of the flattened outputs.
+        states: ``(k, width)``, same dtype: the outputs before the first join of each of ``k`` orders;
+            updated in place to the outputs after the last one.
+        joins: int ``(k, steps)``: the units that join, in order.
+        out: ``(k, steps, width)``, same dtype: ``out[p, j]`` is filled with the state after join ``j``.
+
+    Each entry is summed sequentially in join order in the contributions' dtype, so the compiled
+    kernel (CPU tensors, numba available) and the tensor fallback give identical bits.
+    """
+    k, steps = joins.shape
+    if (
+        contributions.device.type == "cpu"
+        and contributions.dtype in (torch.float32, torch.float64)
+        and states.is_contiguous()
+        and out.is_contiguous()
+        and prefix_kernel_available()
+    ):
+        _prefix_kernel()(
+            contributions.contiguous().numpy(),
+            states.numpy(),
+            joins.to(torch.int64).contiguous().numpy(),
+            out.numpy(),
+        )
+        return
+    for j in range(steps):
+        states += contributions.index_select(0, joins[:, j])
+        out[:, j] = states

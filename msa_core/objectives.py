@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "class_probability",
     "token_log_prob",
     "as_objective",
+    "check_objective_values",
+    "ObjectiveError",
 ]
 
 
@@ -36,10 +39,12 @@ class Objective:
         additive: True when the value is the sum over inputs of per-input shares and ``__call__``
             accepts ``index`` (a slice of inputs) to return that slice's share.
         output_labels: optional labels of the game's outputs (e.g. class names).
+        builtin: True for this library's objectives, whose values games need not check.
     """
 
     name = "objective"
     additive = False
+    builtin = False
     output_labels: list[str] | None = None
 
     def __call__(self, outputs: torch.Tensor, index: slice = slice(None)) -> torch.Tensor:
@@ -55,6 +60,7 @@ class Identity(Objective):
     """The model output itself: Shapley modes have the shape ``(n_inputs, *model_output)``."""
 
     name = "output"
+    builtin = True
 
     def __call__(self, outputs: torch.Tensor, index: slice = slice(None)) -> torch.Tensor:
         return outputs
@@ -91,6 +97,7 @@ class PerClassAccuracy(Objective):
     """
 
     name = "per-class accuracy"
+    builtin = True
     additive = True
 
     def __init__(self, labels: torch.Tensor, n_classes: int | None = None, class_names: Sequence[str] | None = None) -> None:
@@ -122,6 +129,7 @@ class ClassProbability(Objective):
     """Mean softmax probability of each class over the inputs: game output ``(n_classes,)``."""
 
     name = "class probability"
+    builtin = True
     additive = True
 
     def __init__(self, n_inputs: int, class_names: Sequence[str] | None = None) -> None:
@@ -140,6 +148,7 @@ class TokenLogProb(Objective):
     """
 
     name = "token log-probability"
+    builtin = True
 
     def __init__(self, targets: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         self.targets = torch.as_tensor(targets, dtype=torch.int64)
@@ -178,3 +187,53 @@ def as_objective(objective: Objective | Callable | None) -> Objective:
     if callable(objective):
         return FunctionObjective(objective)
     raise TypeError(f"objective must be an Objective, a callable or None; got {type(objective).__name__}")
+
+
+
+class ObjectiveError(ValueError):
+    """An objective returned something a game cannot use (wrong type or shape, NaN) or failed."""
+
+
+def check_objective_values(
+    objective: Objective,
+    values: Any,
+    outputs_shape: tuple[int, ...],
+    output_shape: tuple[int, ...] | None,
+    intact_count: Callable[[int], int] | None = None,
+) -> torch.Tensor:
+    """``values`` as a tensor ``(c, *output_shape)``, or one :class:`ObjectiveError` saying what is wrong.
+
+    Args:
+        objective: the objective that produced ``values`` (named in the message).
+        values: what it returned for model outputs of shape ``outputs_shape`` ``(c, n_inputs, ...)``;
+            a numpy array is accepted and converted.
+        output_shape: the value shape seen on the intact model (None while probing it).
+        intact_count: ``row -> units intact in that coalition``, quoted when a value is not finite.
+    """
+    name = getattr(objective, "name", "custom")
+    n = outputs_shape[0]
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(values)
+    if not isinstance(values, torch.Tensor):
+        raise ObjectiveError(
+            f"the objective {name!r} must return a torch.Tensor of shape ({n}, ...) for outputs of shape "
+            f"{outputs_shape}; it returned {type(values).__name__}"
+        )
+    if values.ndim == 0 or values.shape[0] != n or (output_shape is not None and tuple(values.shape[1:]) != output_shape):
+        wanted = f"({n}, *value_shape)" if output_shape is None else str((n, *output_shape))
+        raise ObjectiveError(
+            f"the objective {name!r} returned shape {tuple(values.shape)} for outputs of shape {outputs_shape} "
+            f"(coalitions, inputs, ...); it must return {wanted}: one value per coalition, of the same shape "
+            "for every call (reduce over the inputs on axis 1, keep the coalitions on axis 0)"
+        )
+    if not (values.is_floating_point() or values.dtype in (torch.int32, torch.int64, torch.bool)):
+        raise ObjectiveError(f"the objective {name!r} must return real numbers; it returned dtype {values.dtype}")
+    finite = torch.isfinite(values.reshape(n, -1)).all(1)
+    if not bool(finite.all()):
+        row = int((~finite).nonzero()[0, 0])
+        where = f"; the first has {intact_count(row)} units intact" if intact_count is not None else ""
+        raise ObjectiveError(
+            f"the objective {name!r} returned NaN or infinity for {int((~finite).sum())} of {n} coalitions{where}. "
+            "Check it for divisions by zero or log(0) when many units are lesioned."
+        )
+    return values

@@ -279,3 +279,18 @@ def test_fused_kernel_and_tensor_fallback_give_the_same_chain_values(monkeypatch
     positions = torch.argsort(permutations, 1)
     prefixes = torch.stack([positions < j for j in range(9)], 1).reshape(-1, 8)
     torch.testing.assert_close(fused, slow(prefixes).reshape(fused.shape), rtol=0, atol=1e-12)
+
+
+def test_the_fused_kernel_leaves_torchs_thread_count_as_the_caller_set_it():
+    """numba's OpenMP layer shares torch's runtime: a parallel kernel must not reset torch's threads."""
+    model = deep_mlp(4)
+    inputs = torch.randn(30, 6)
+    game = lesion_game(model, "5", inputs, objective=per_class_accuracy(model(inputs).argmax(1), 4))
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            game.evaluate_permutations(torch.stack([torch.randperm(8) for _ in range(3)]))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
