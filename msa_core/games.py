@@ -372,6 +372,7 @@ def lesion_game(
     batch_size: int | None = None,
     device: torch.device | str | None = None,
     fast_paths: bool = True,
+    prefix_reuse: bool = True,
 ) -> LesionGame:
     """A game over the units of ``model``: ``v(S)`` is the objective with only units in ``S`` intact.
 
@@ -392,11 +393,14 @@ def lesion_game(
         batch_size: coalitions per forward pass (None: chosen to bound memory). Results do not depend on it.
         device: where the model runs (default: where its parameters are).
         fast_paths: allow the cut and linear-chain paths (False forces hooks on the whole model).
+        prefix_reuse: for a Hugging Face decoder whose players all sit at layer L or later, compute the
+            hidden states entering layer L once and run only layers L.. per batch of coalitions (same
+            values to 1e-5 in float32; see :mod:`msa_core.models.prefix`). Needs ``fast_paths``.
 
     Returns:
         A :class:`LesionGame`; ``game.n_players`` and ``game.unit_labels`` describe the players.
     """
-    return LesionGame(
+    game = LesionGame(
         model,
         units,
         inputs,
@@ -406,3 +410,8 @@ def lesion_game(
         device=device,
         fast_paths=fast_paths,
     )
+    if prefix_reuse and fast_paths:
+        from .models.prefix import prefix_game  # imported late: prefix imports this module
+
+        game = prefix_game(game) or game
+    return game

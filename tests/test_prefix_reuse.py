@@ -9,6 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from msa_core.models import load_subject  # noqa: E402
+import msa_core as msa  # noqa: E402
 from msa_core.models.prefix import decoder_layout, prefix_lesion_game  # noqa: E402
 from tests.lm_fixtures import FAMILIES, save_model  # noqa: E402
 
@@ -66,6 +67,11 @@ def test_lesion_game_on_the_raw_model(subject):
     assert on.path.startswith("prefix") and off.path == "hooks"
     rows = torch.tensor([[True, False, True, False], [False, True, True, True]])
     assert torch.allclose(on(rows), off(rows), atol=1e-5, rtol=0)
+    # the library's own entry point reuses the prefix by default and switches it off on request
+    default = msa.lesion_game(subject.model, spec, subject.inputs, objective=objective)
+    full = msa.lesion_game(subject.model, spec, subject.inputs, objective=objective, prefix_reuse=False)
+    assert default.path.startswith("prefix") and full.path == "hooks"
+    assert torch.allclose(default(rows), full(rows), atol=1e-5, rtol=0)
 
 
 def test_mean_and_callable_lesions_keep_their_values(subject):

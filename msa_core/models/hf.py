@@ -160,12 +160,8 @@ class HFSubject(Subject):
              device: Any = None, prefix_reuse: bool | None = None, **objective_options: Any) -> LesionGame:
         """:meth:`Subject.game`, run on the decoder layers from the first one holding a player when
         ``prefix_reuse`` (None: ``self.prefix_reuse``) and the model allows it; same values as the full pass."""
-        from .prefix import prefix_game
-
-        game = super().game(units, objective, lesion, batch_size, device, **objective_options)
-        if not (self.prefix_reuse if prefix_reuse is None else prefix_reuse):
-            return game
-        return prefix_game(game) or game
+        reuse = self.prefix_reuse if prefix_reuse is None else prefix_reuse
+        return super().game(units, objective, lesion, batch_size, device, prefix_reuse=reuse, **objective_options)
 
 
 def _text_factory(tokenizer: Any, device: str) -> Any:

@@ -225,7 +225,4 @@ def prefix_lesion_game(model: nn.Module, units: Any, inputs: Any, *, prefix_reus
                        **options: Any) -> LesionGame:
     """:func:`~msa_core.games.lesion_game` with prefix reuse for Hugging Face decoder models (``prefix_reuse``
     True, the default) when it applies; same values as the full pass. ``options`` as for ``lesion_game``."""
-    game = lesion_game(model, units, inputs, **options)
-    if not prefix_reuse:
-        return game
-    return prefix_game(game) or game
+    return lesion_game(model, units, inputs, prefix_reuse=prefix_reuse, **options)

@@ -200,6 +200,7 @@ class Subject:
         lesion: Any = None,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
+        prefix_reuse: bool = True,
         **objective_options: Any,
     ) -> LesionGame:
         """The lesion game on this subject.
@@ -212,6 +213,8 @@ class Subject:
             lesion: "zero", "mean", "skip" or a callable (None: ``default_lesion``; expert units keep "skip").
             batch_size: coalitions per forward pass (None: the subject's default).
             device: where to run (None: where the model is).
+            prefix_reuse: run only the decoder layers from the first one holding a player, for Hugging
+                Face decoders (see :func:`msa_core.games.lesion_game`).
             **objective_options: passed to the objective factory (e.g. ``word="hello"``).
 
         Returns:
@@ -233,6 +236,7 @@ class Subject:
                 lesion=lesion or self.default_lesion,
                 batch_size=batch_size or self.default_batch_size,
                 device=device,
+                prefix_reuse=prefix_reuse,
             )
         except (ValueError, RuntimeError, TypeError) as error:
             raise ModelLoadError(f"cannot build the lesion game on {self.name}: {error}") from error
