@@ -160,8 +160,7 @@ class ChunkedArray:
         for chunk, positions, local in self._groups(rows):
             mapped = self._map(chunk, "r+")
             mapped[local] = data[positions]
-            mapped.flush()
-            del mapped
+            del mapped  # unmapped: the page cache writes it back (no msync per write: a process kill loses nothing)
 
     def read_range(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start..stop-1``: ndarray ``(stop - start, *row_shape)``."""
