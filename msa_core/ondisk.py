@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["ChunkedArray", "DEFAULT_CHUNK_BYTES", "is_on_disk"]
+__all__ = ["ChunkedArray", "DEFAULT_CHUNK_BYTES", "is_on_disk", "write_npz_streaming"]
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 _META = "array.json"
@@ -227,3 +227,26 @@ class ChunkedArray:
     def delete(self) -> None:
         """Remove the array's folder."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def write_npz_streaming(path: str | Path, arrays: dict[str, Any], chunked: dict[str, "ChunkedArray"],
+                        *, max_bytes: int = DEFAULT_CHUNK_BYTES) -> Path:
+    """Write an ``.npz`` holding ``arrays`` (in memory) and ``chunked`` (streamed range by range).
+
+    ``numpy.load`` reads the file as usual (``allow_pickle=False``); memory stays at one range.
+    """
+    import zipfile
+
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
+        for name, array in chunked.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                          "shape": array.shape}
+                np.lib.format.write_array_header_2_0(handle, header)
+                for start, stop in array.ranges(max_bytes):
+                    handle.write(np.ascontiguousarray(array.read_range(start, stop)).tobytes())
+    return path

@@ -146,3 +146,24 @@ def test_large_result_under_a_small_bound_in_a_limited_process(tmp_path):
     assert figures["error"] < 1e-10
     # the run's own arrays stay within the 100 MB bound (the 320 MB result never is in memory)
     assert figures["peak"] - figures["baseline"] < 100 * 2**20, figures
+
+
+def test_store_keeps_an_on_disk_result_and_streams_its_export(tmp_path):
+    from msa_core.runs.spec import RunSpec
+    from msa_core.runs.store import RunRecord, RunStore
+
+    game = LowRankLinear(12, (10, 300), seed=4)
+    store = RunStore(tmp_path / "home", large_dtype="float32")
+    result = shapley_modes(game, 12, n_permutations=3, seed=1, max_memory="1MB", scratch_dir=store.scratch_dir())
+    exact_values = dense(result.values).clone()
+    record = RunRecord(id="ab" * 32, spec=RunSpec(model="linear"), result=result, created=1.0)
+    store.put(record)
+    loaded = store.get("abab").result
+    assert loaded.on_disk and loaded.values.dtype == np.float32 and loaded.values.shape == (12, 10, 300)
+    assert torch.allclose(loaded.mode(5).double(), exact_values[5], atol=1e-5)
+    assert not any(store.scratch_dir().iterdir())  # moved, not copied
+    exported = store.export("abab", tmp_path / "run.npz")
+    with np.load(exported, allow_pickle=False) as npz:
+        assert npz["values"].shape == (12, 10, 300)
+        assert np.allclose(npz["values"][7], exact_values[7].numpy(), atol=1e-5)
+    assert store.delete("abab") and not (store.root / "arrays" / ("ab" * 32)).exists()
