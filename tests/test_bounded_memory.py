@@ -167,3 +167,15 @@ def test_store_keeps_an_on_disk_result_and_streams_its_export(tmp_path):
         assert npz["values"].shape == (12, 10, 300)
         assert np.allclose(npz["values"][7], exact_values[7].numpy(), atol=1e-5)
     assert store.delete("abab") and not (store.root / "arrays" / ("ab" * 32)).exists()
+
+
+def test_an_interrupted_on_disk_accumulator_is_not_resumed(tmp_path):
+    from msa_core.accumulate import DiskMoments
+
+    moments = DiskMoments.create(tmp_path / "m", (4, 3), chunk_bytes=24)
+    moments.update_rows(torch.tensor([0, 2]), torch.ones(2, 3), (4, 3))
+    moments.finish_sample()
+    assert DiskMoments.open(tmp_path / "m", 1).mean[2].tolist() == [1.0, 1.0, 1.0]
+    moments.begin_sample()  # a crash from here on leaves the folder dirty
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        DiskMoments.open(tmp_path / "m", 1)

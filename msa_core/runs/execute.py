@@ -168,7 +168,10 @@ def execute(
     info = {"spec": spec.to_dict(), "key": key}
     checkpointer = _Checkpointer(store, key, _checkpoint_interval(checkpoint_interval), info)
     loaded = store.load_checkpoint(key)
-    state = SamplingState.from_state_dict(loaded[0], device=spec.device) if loaded is not None else SamplingState()
+    try:
+        state = SamplingState.from_state_dict(loaded[0], device=spec.device) if loaded is not None else SamplingState()
+    except ValueError:  # its on-disk accumulator was interrupted mid-sample: start over
+        loaded, state = None, SamplingState()
     resumed_evaluations = int(state.n_evaluations) if loaded is not None else 0
     resumed_from = int(getattr(state, "next_unit", 0) or 0) if loaded is not None else 0
     checkpointer.state = state
