@@ -167,6 +167,9 @@ def _build_run(sub: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",
                         help="coalitions per forward pass (default: automatic; does not change the result)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--max-memory", default=None, metavar="SIZE",
+                        help="bound on the run's working arrays, e.g. 4G (default: half the free memory; "
+                             "not part of the run key)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="local: this process; ray: the game's evaluations on Ray workers (same values)")
     parser.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
@@ -295,7 +298,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         try:
             record = execute(spec, store, progress=progress, refresh=args.no_cache, backend=args.backend,
-                             address=args.address, resolved=resolved)
+                             address=args.address, resolved=resolved, max_memory=args.max_memory)
         finally:
             bar.close()
         p = record.params

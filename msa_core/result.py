@@ -1,4 +1,9 @@
-"""The result of an MSA run: Shapley modes with their standard errors."""
+"""The result of an MSA run: Shapley modes with their standard errors.
+
+``values`` and ``stderr`` are torch tensors, or, for results too large for memory,
+:class:`~msa_core.ondisk.ChunkedArray` s on disk: ``result.values[i]`` is unit ``i``'s mode as a
+tensor either way, read without loading the other units.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .ondisk import ChunkedArray, is_on_disk
+
 __all__ = ["ShapleyResult"]
+
+
+def _dense(array: Any) -> torch.Tensor:
+    return array.to_tensor() if is_on_disk(array) else array
 
 
 @dataclass
@@ -19,7 +30,8 @@ class ShapleyResult:
     """Shapley values (modes) of ``n_players`` units for a game with output shape ``output_shape``.
 
     Attributes:
-        values: float tensor ``(n_players, *output_shape)``: unit i's Shapley mode is ``values[i]``.
+        values: float tensor ``(n_players, *output_shape)``, or an on-disk ``ChunkedArray`` of that
+            shape: unit i's Shapley mode is ``values[i]`` (a tensor) either way.
         stderr: tensor of the same shape (standard error of each estimate), or None for exact values.
         n_evaluations: number of game evaluations (coalitions) actually computed.
         intact: ``v(N)``, tensor ``(*output_shape)``: the game with every unit intact.
@@ -32,8 +44,8 @@ class ShapleyResult:
         metadata: free-form JSON-serialisable extras (model, layer, objective, ...).
     """
 
-    values: torch.Tensor
-    stderr: torch.Tensor | None
+    values: torch.Tensor | ChunkedArray
+    stderr: torch.Tensor | ChunkedArray | None
     n_evaluations: int
     intact: torch.Tensor
     empty: torch.Tensor
@@ -62,17 +74,37 @@ class ShapleyResult:
         """Shape of one Shapley mode (the game's output shape)."""
         return tuple(self.values.shape[1:])
 
+    @property
+    def on_disk(self) -> bool:
+        """True where ``values`` live on disk (a ``ChunkedArray``)."""
+        return is_on_disk(self.values)
+
+    def mode(self, unit: int) -> torch.Tensor:
+        """Unit ``unit``'s Shapley mode ``(*output_shape)`` (reads one row of an on-disk result)."""
+        return self.values[int(unit)]
+
     def total_contribution(self) -> torch.Tensor:
         """Each unit's mode summed over all outputs: tensor ``(n_players,)``."""
+        if self.on_disk:
+            sums = [torch.from_numpy(self.values.read_range(a, b).reshape(b - a, -1).sum(1))
+                    for a, b in self.values.ranges()]
+            return torch.cat(sums)
         return self.values.reshape(self.n_players, -1).sum(1)
 
     def efficiency_gap(self) -> float:
         """Largest ``|sum_i values[i] - (intact - empty)|``: zero up to float precision."""
-        return float((self.values.sum(0) - (self.intact - self.empty)).abs().max())
+        if self.on_disk:
+            total = torch.zeros(self.output_shape, dtype=torch.float64)
+            for a, b in self.values.ranges():
+                total += torch.from_numpy(self.values.read_range(a, b).astype(np.float64).sum(0))
+        else:
+            total = self.values.sum(0)
+        return float((total - (self.intact - self.empty)).abs().max())
 
     # ------------------------------------------------------------------ persistence
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Plain numpy arrays (no objects) of everything in the result, as written by :meth:`save`."""
+    def to_arrays(self, modes: bool = True) -> dict[str, np.ndarray]:
+        """Plain numpy arrays (no objects) of everything in the result, as written by :meth:`save`
+        (``modes=False``: all but ``values`` and ``stderr``, e.g. for a result kept on disk)."""
         meta = {
             "method": self.method,
             "seed": self.seed,
@@ -81,15 +113,15 @@ class ShapleyResult:
             "metadata": self.metadata,
         }
         arrays = {
-            "values": self.values.detach().cpu().numpy(),
+            **({"values": _dense(self.values).detach().cpu().numpy()} if modes else {}),
             "intact": self.intact.detach().cpu().numpy(),
             "empty": self.empty.detach().cpu().numpy(),
             "unit_labels": np.asarray(self.unit_labels, dtype=str),
             "n_evaluations": np.asarray(self.n_evaluations, dtype=np.int64),
             "meta_json": np.asarray(json.dumps(meta)),
         }
-        if self.stderr is not None:
-            arrays["stderr"] = self.stderr.detach().cpu().numpy()
+        if self.stderr is not None and modes:
+            arrays["stderr"] = _dense(self.stderr).detach().cpu().numpy()
         return arrays
 
     def save(self, path: str | Path) -> Path:
@@ -140,10 +172,10 @@ class ShapleyResult:
         Columns: ``unit`` (label), ``unit_index``, ``output_index`` (flat index into the output),
         ``output`` (the multi-index as a string, e.g. "(0, 3, 4)"), ``value``, ``stderr`` (NaN for exact).
         """
-        values = self.values.detach().cpu().reshape(self.n_players, -1).numpy()
+        values = _dense(self.values).detach().cpu().reshape(self.n_players, -1).numpy()
         n_out = values.shape[1]
         stderr = (
-            self.stderr.detach().cpu().reshape(self.n_players, -1).numpy()
+            _dense(self.stderr).detach().cpu().reshape(self.n_players, -1).numpy()
             if self.stderr is not None
             else np.full_like(values, np.nan)
         )

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..memory import resolve_max_memory
 from ..result import ShapleyResult
 from ..types import Game
 from .auto import AutoEstimator
@@ -162,6 +163,8 @@ def shapley_modes(
     state: SamplingState | None = None,
     on_block: Callable[[SamplingState], Any] | None = None,
     estimator_options: dict[str, Any] | None = None,
+    max_memory: int | str | None = None,
+    scratch_dir: Any = None,
 ) -> ShapleyResult:
     """Shapley values of every player of ``game``; for a tensor game, Shapley modes.
 
@@ -190,6 +193,14 @@ def shapley_modes(
             state ends bit-identical to an uninterrupted one with the same seed and budget.
         estimator_options: options of the estimator (e.g. ``{"n_strata": 8}`` for "owen",
             ``{"k": 5}`` for "topk").
+        max_memory: bound on the run's working arrays: bytes or a size such as "4GB" (None: half
+            the memory available when the run starts, or ``$MSA_MAX_MEMORY``). Sampling methods size
+            their blocks to it; "permutation" and "antithetic" stream join orders and keep their
+            accumulators on disk when needed, so they meet any bound; "owen" and "truncated" raise
+            ValueError where one unit's samples do not fit; "exact" and "topk" do not take a bound
+            (an explicit one raises ValueError). See :mod:`msa_core.bounded`.
+        scratch_dir: folder for on-disk accumulators (default: the temp directory); a result
+            computed there keeps its ``values``/``stderr`` there (:class:`~msa_core.ondisk.ChunkedArray`).
 
     Returns:
         :class:`~msa_core.result.ShapleyResult` with ``values`` ``(n, *output_shape)``; ``stderr`` of
@@ -208,8 +219,15 @@ def shapley_modes(
         raise TypeError(f"state must be a SamplingState (SamplingState.from_state_dict); got {type(state).__name__}")
     estimator = make_estimator(method, permutations=permutations, n_players=n_players, **(estimator_options or {}))
     runner = GameRunner(game, n_players, batch_size=batch_size, device=device, progress=progress, cancel=cancel)
+    bounds: dict[str, Any] = {}
+    if isinstance(estimator, SamplingEstimator):
+        bounds = {"max_memory": resolve_max_memory(max_memory), "scratch_dir": scratch_dir}
+    elif max_memory is not None:
+        raise ValueError(f"method {method!r} keeps its state in memory and does not take max_memory; "
+                         "use 'permutation' or 'antithetic' for games that do not fit")
     started = time.perf_counter()
-    result = estimator.estimate(runner, n_players, budget=budget, seed=int(seed), state=state, on_block=on_block)
+    result = estimator.estimate(runner, n_players, budget=budget, seed=int(seed), state=state, on_block=on_block,
+                                **bounds)
     result.elapsed_s = time.perf_counter() - started
     if unit_labels is None:  # a lesion game knows its units' names ("<layer>:<index>")
         game_labels = getattr(game, "unit_labels", None)

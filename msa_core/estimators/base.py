@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from ..accumulate import MomentAccumulator
+from ..accumulate import DiskMoments, MomentAccumulator, moments_from_state_dict
 from ..result import ShapleyResult
 from ..types import CoalitionMatrix, Game, GameValues
 
@@ -305,7 +305,7 @@ class SamplingState:
     """
 
     next_unit: int = 0
-    accumulator: MomentAccumulator = field(default_factory=MomentAccumulator)
+    accumulator: MomentAccumulator | DiskMoments = field(default_factory=MomentAccumulator)
     n_evaluations: int = 0
     empty: torch.Tensor | None = None
     intact: torch.Tensor | None = None
@@ -331,7 +331,7 @@ class SamplingState:
 
         return SamplingState(
             next_unit=int(state["next_unit"]),
-            accumulator=MomentAccumulator.from_state_dict(state["accumulator"], device=device),
+            accumulator=moments_from_state_dict(state["accumulator"], device=device),
             n_evaluations=int(state["n_evaluations"]),
             empty=tensor(state.get("empty")),
             intact=tensor(state.get("intact")),
@@ -435,6 +435,8 @@ class SamplingEstimator(Estimator):
         seed: int = 0,
         state: SamplingState | None = None,
         on_block: Callable[[SamplingState], Any] | None = None,
+        max_memory: int | None = None,
+        scratch_dir: Any = None,
     ) -> ShapleyResult:
         """Run (or resume) the sampling loop and return the result.
 
@@ -445,11 +447,24 @@ class SamplingEstimator(Estimator):
             seed: non-negative integer seed; unit ``u`` is drawn from ``(seed, u)``.
             state: a :class:`SamplingState` to resume from (e.g. loaded from a checkpoint).
             on_block: called with the state after every merged block (checkpointing).
+            max_memory: bound in bytes on the loop's working arrays (None: unbounded block sizes);
+                see :func:`msa_core.bounded.memory_plan`.
+            scratch_dir: where on-disk accumulators go when they do not fit (default: temp dir).
         """
         started = time.perf_counter()
         total_units = self.plan(n_players, budget)["n_units"]
         state, empty, intact = begin_run(runner, state, 2 + total_units * self.evaluations_per_unit(n_players))
         block = self.units_per_block(n_players, math.prod(empty.shape))
+        memory = None
+        if max_memory is not None or isinstance(state.accumulator, DiskMoments):
+            from ..bounded import memory_plan, stream_estimate
+
+            memory = memory_plan(self, n_players, math.prod(empty.shape), int(max_memory or 2**62),
+                                 checkpoints=on_block is not None, natural_block=block)
+            block = memory.block
+            if memory.mode == "stream" or isinstance(state.accumulator, DiskMoments):
+                stream_estimate(self, runner, n_players, seed=seed, total_units=total_units, state=state,
+                                empty=empty, intact=intact, plan=memory, scratch_dir=scratch_dir, on_block=on_block)
         while state.next_unit < total_units:
             runner.check_cancel()
             units = range(state.next_unit, min(total_units, state.next_unit + block))
@@ -459,7 +474,16 @@ class SamplingEstimator(Estimator):
             state.n_evaluations = runner.n_evaluations
             if on_block is not None:
                 on_block(state)
-        return self.result_from_state(state, seed=seed, elapsed_s=time.perf_counter() - started)
+        if isinstance(state.accumulator, DiskMoments):
+            from ..bounded import disk_result
+
+            result = disk_result(self, state, seed=seed, elapsed_s=time.perf_counter() - started,
+                                 max_bytes=memory.chunk_bytes if memory else 2**26)
+        else:
+            result = self.result_from_state(state, seed=seed, elapsed_s=time.perf_counter() - started)
+        if memory is not None:
+            result.metadata["memory"] = memory.describe()
+        return result
 
     def result_from_state(self, state: SamplingState, *, seed: int, elapsed_s: float) -> ShapleyResult:
         """Turn a finished state into a :class:`ShapleyResult`."""

@@ -57,6 +57,8 @@ def run_estimator(
     state: SamplingState | None = None,
     on_block: Callable[[SamplingState], Any] | None = None,
     spec_batch_size: bool = True,
+    max_memory: int | str | None = None,
+    scratch_dir: Any = None,
 ) -> ShapleyResult:
     """``shapley_modes`` on ``game`` with the spec's method, budget, options and seed: the one estimator
     call of the run machinery (``execute``, the Ray backend and :func:`estimate_cost` all use it).
@@ -80,6 +82,8 @@ def run_estimator(
         state=state,
         on_block=on_block,
         estimator_options=spec.options_dict,
+        max_memory=max_memory,
+        scratch_dir=scratch_dir,
     )
 
 
@@ -118,6 +122,7 @@ def execute(
     checkpoint_interval: float | None = None,
     resolved: ResolvedRun | None = None,
     ray_options: dict[str, Any] | None = None,
+    max_memory: int | str | None = None,
 ) -> RunRecord:
     """Compute (or fetch) the run described by ``spec``; synchronous.
 
@@ -135,6 +140,9 @@ def execute(
         resolved: an already resolved spec (internal: the job runner resolves once to dedupe).
         ray_options: options of :class:`~msa_core.runs.ray_backend.RayGame` (``workers``,
             ``gpus_per_worker``, ``min_rows_per_task``).
+        max_memory: bound on the estimator's working arrays (bytes or "4GB"; None: half the free
+            memory). Not part of the run key: it changes how, not what, is computed. A result too
+            large for memory is stored as on-disk arrays (``store.scratch_dir()``, then ``arrays/<id>``).
 
     Returns:
         The stored :class:`RunRecord`. ``record.params["cached"]`` says whether it was found in the
@@ -160,7 +168,10 @@ def execute(
     info = {"spec": spec.to_dict(), "key": key}
     checkpointer = _Checkpointer(store, key, _checkpoint_interval(checkpoint_interval), info)
     loaded = store.load_checkpoint(key)
-    state = SamplingState.from_state_dict(loaded[0], device=spec.device) if loaded is not None else SamplingState()
+    try:
+        state = SamplingState.from_state_dict(loaded[0], device=spec.device) if loaded is not None else SamplingState()
+    except ValueError:  # its on-disk accumulator was interrupted mid-sample: start over
+        loaded, state = None, SamplingState()
     resumed_evaluations = int(state.n_evaluations) if loaded is not None else 0
     resumed_from = int(getattr(state, "next_unit", 0) or 0) if loaded is not None else 0
     checkpointer.state = state
@@ -186,7 +197,8 @@ def execute(
         evaluated = RayGame(resolved, game, address=address, cancel=cancel, **(ray_options or {}))
     try:
         result = run_estimator(resolved, evaluated, progress=report, cancel=cancel, state=state, on_block=on_block,
-                               spec_batch_size=backend != "ray")
+                               spec_batch_size=backend != "ray", max_memory=max_memory,
+                               scratch_dir=store.scratch_dir())
     except BaseException:
         info["elapsed_s"] = previous_elapsed + time.perf_counter() - started
         checkpointer.save()  # cancelled, failed or interrupted: keep what was merged

@@ -4,7 +4,10 @@ Layout (all values are plain ``str`` or ``bytes``; no pickled Python objects):
 
 * ``meta/<id>``: JSON summary of a run (spec, params, label, timings): cheap to list;
 * ``run/<id>``: bytes of an ``.npz`` holding ``ShapleyResult.to_arrays()`` plus ``record_json``;
-* ``ckpt/<id>``: bytes of an ``.npz`` holding the sampling state of an unfinished run.
+* ``ckpt/<id>``: bytes of an ``.npz`` holding the sampling state of an unfinished run;
+* ``arrays/<id>/values``, ``arrays/<id>/stderr`` (files, not diskcache): a result too large for
+  memory, as :class:`~msa_core.ondisk.ChunkedArray` folders (``run/<id>`` then holds the rest and
+  ``arrays_dir``); ``RunStore(large_dtype="float32")`` halves them.
 
 The directory is ``root`` if given, else ``$MSA_HOME`` (read at call time), else the user cache
 directory (``$XDG_CACHE_HOME/msa-explorer``, ``~/.cache/msa-explorer``; ``~/Library/Caches`` on macOS,
@@ -144,9 +147,10 @@ class RunRecord:
 class RunStore:
     """Finished runs and checkpoints, content-addressed by run key, in a diskcache directory."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, large_dtype: str = "float64") -> None:
         import diskcache
 
+        self.large_dtype = np.dtype(large_dtype)
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
         self.cache = diskcache.Cache(str(self.root / "runs"))
@@ -192,7 +196,45 @@ class RunStore:
         data = self.cache.get(f"run/{run_id}")
         if data is None:
             raise RunNotFound(f"run {run_id[:12]} was deleted")
-        return ShapleyResult.from_arrays(_npz_load(data))
+        arrays = _npz_load(data)
+        if "arrays_dir" not in arrays:
+            return ShapleyResult.from_arrays(arrays)
+        from ..ondisk import ChunkedArray
+
+        folder = self.root / str(arrays["arrays_dir"])
+        arrays["values"] = np.zeros((len(arrays["unit_labels"]), 0))  # replaced by the on-disk modes
+        result = ShapleyResult.from_arrays(arrays)
+        result.values = ChunkedArray(folder / "values")
+        result.stderr = ChunkedArray(folder / "stderr") if (folder / "stderr").exists() else None
+        return result
+
+    def scratch_dir(self) -> Path:
+        """Where runs keep on-disk accumulators (next to the stored arrays, so results move, not copy)."""
+        return self.root / "arrays" / "scratch"
+
+    def _keep_on_disk(self, record: RunRecord) -> dict[str, Any]:
+        """Move (or cast-copy) an on-disk result's arrays to ``arrays/<id>``; the result's own arrays."""
+        result = record.result
+        folder = self.root / "arrays" / record.id
+        for name in ("values", "stderr"):
+            array = getattr(result, name)
+            if array is None or array.path == folder / name:
+                continue
+            source = array.path.parent
+            if array.dtype != self.large_dtype:
+                kept = array.copy_to(folder / (name + ".partial"), self.large_dtype).move_to(folder / name)
+                array.delete()
+            else:
+                kept = array.move_to(folder / name)
+            setattr(result, name, kept)
+            try:
+                source.rmdir()  # the run's emptied scratch folder
+            except OSError:
+                pass
+        result.metadata.pop("arrays", None)
+        arrays = result.to_arrays(modes=False)
+        arrays["arrays_dir"] = np.asarray(f"arrays/{record.id}")
+        return arrays
 
     def find(self, spec: RunSpec) -> RunRecord | None:
         """The stored run for ``spec`` (same run key), or None. Loads the subject to fingerprint it."""
@@ -215,7 +257,7 @@ class RunStore:
     def put(self, record: RunRecord) -> RunRecord:
         """Store (or replace) a finished run."""
         result = record.result
-        arrays = result.to_arrays()
+        arrays = self._keep_on_disk(record) if result.on_disk else result.to_arrays()
         arrays["record_json"] = np.asarray(json.dumps(record.to_json()))
         self.cache.set(f"run/{record.id}", _npz_bytes(arrays))
         self.cache.set(f"meta/{record.id}", json.dumps(record.to_json()))
@@ -238,6 +280,9 @@ class RunStore:
             deleted = self.cache.delete(f"ckpt/{run_id}")
             return bool(deleted)
         removed = [self.cache.delete(f"{prefix}/{run_id}") for prefix in ("meta", "run", "ckpt")]
+        import shutil
+
+        shutil.rmtree(self.root / "arrays" / run_id, ignore_errors=True)
         return any(removed)
 
     # ------------------------------------------------------------------ checkpoints
@@ -298,7 +343,16 @@ class RunStore:
             raise ValueError(f"cannot export to {path}: folder {path.parent} does not exist")
         tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{suffix}")
         try:
-            if suffix == ".npz":
+            if suffix == ".npz" and record.result.on_disk:  # streamed: memory stays at one range
+                from ..ondisk import write_npz_streaming
+
+                arrays = record.result.to_arrays(modes=False)
+                arrays["record_json"] = np.asarray(json.dumps(record.to_json()))
+                chunked = {"values": record.result.values}
+                if record.result.stderr is not None:
+                    chunked["stderr"] = record.result.stderr
+                write_npz_streaming(tmp, arrays, chunked)
+            elif suffix == ".npz":
                 arrays = record.result.to_arrays()
                 arrays["record_json"] = np.asarray(json.dumps(record.to_json()))
                 with open(tmp, "wb") as handle:
