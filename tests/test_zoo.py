@@ -13,6 +13,7 @@ from msa_core.zoo.architectures import MoELayer
 from msa_core.zoo.lm import BOS_ID, EOS_ID, PAD_ID, decode_tokens, encode_words, word_log_likelihood
 
 MLPS = ["mlp-digits", "mlp-digits-l1", "mlp-digits-l2"]
+FASHION = ["mlp-fashion", "mlp-fashion-l1", "mlp-fashion-l2"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def moe():
 
 
 def test_registry_names_and_tasks():
-    assert set(BUILTINS) == {"mlp-digits", "mlp-digits-l1", "mlp-digits-l2", "dcgan-digits", "moe-lm"}
+    assert set(BUILTINS) == {"mlp-digits", "mlp-digits-l1", "mlp-digits-l2", "dcgan-digits", "moe-lm", *FASHION}
     assert {s.task for s in BUILTINS.values()} <= {"classifier", "generator", "language-model"}
     for name, spec in BUILTINS.items():
         assert spec.name == name and spec.description and "\n" not in spec.description
@@ -77,6 +78,35 @@ def test_mlp_accuracy_matches_model_card(name, scores):
     acc = (logits.argmax(1).numpy() == data["y"]).mean()
     assert abs(acc - scores[name]["test_accuracy"]) <= 0.005
     assert acc >= 0.95
+
+
+def test_fashion_eval_set_is_compact_uint8_and_expands():
+    with np.load(assets_dir() / "fashion_eval.npz", allow_pickle=False) as raw:
+        assert raw["images"].dtype == np.uint8 and raw["images"].shape == (1024, 28, 28)
+        assert raw["y"].dtype == np.uint8 and raw["y"].shape == (1024,)
+        stored = raw["images"]
+    model, data = load_builtin("mlp-fashion")
+    assert data["x"].dtype == np.float32 and data["x"].shape == (1024, 784)
+    assert data["y"].dtype == np.int64 and sorted(set(data["y"].tolist())) == list(range(10))
+    np.testing.assert_array_equal(np.round(data["x"][3] * 255).astype(np.uint8), stored[3].reshape(-1))
+    assert [str(c) for c in data["classes"]][:2] == ["T-shirt/top", "Trouser"]
+
+
+@pytest.mark.parametrize("name", FASHION)
+def test_fashion_mlp_accuracy_matches_model_card(name, scores):
+    model, data = load_builtin(name)
+    assert model.config == {"n_inputs": 784, "n_hidden": 200, "n_classes": 10}
+    with torch.no_grad():
+        acc = (model(torch.from_numpy(data["x"])).argmax(1).numpy() == data["y"]).mean()
+    assert abs(acc - scores[name]["test_accuracy"]) <= 0.001 and acc >= 0.8
+    assert scores[name]["penalty_coef"] == (0.0 if name == "mlp-fashion" else 1e-4)
+
+
+def test_fashion_penalties_shape_the_weights(scores):
+    # L1 drives most weights to ~0 and L2 shrinks the norm: the penalties did what they are for
+    s = {n: scores[n] for n in FASHION}
+    assert s["mlp-fashion-l1"]["frac_weights_below_1e-2"] > 2 * s["mlp-fashion"]["frac_weights_below_1e-2"]
+    assert s["mlp-fashion-l2"]["weight_l2"] < s["mlp-fashion"]["weight_l2"]
 
 
 def test_mlp_hidden_layer_shape():
@@ -215,3 +245,31 @@ def test_moe_routing_weights_edge_cases():
     assert torch.allclose(g[3], torch.tensor([0.5, 0.0, 0.0, 0.5]))
     g.sum().backward()  # gradients stay finite with -inf inputs
     assert torch.isfinite(logits.grad).all()
+
+
+def test_sweep_recipe_loads_a_width_with_the_builtins_game(tmp_path, monkeypatch):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from msa_core.models import load_subject
+    from msa_core.zoo import DigitsMLP
+    from msa_core.zoo.sweep import sweep_ref
+
+    (tmp_path / "sweep").mkdir()
+    shutil.copy(assets_dir() / "fashion_eval.npz", tmp_path / "fashion_eval.npz")
+    torch.manual_seed(0)
+    model = DigitsMLP(n_inputs=784, n_hidden=5)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "sweep" / "mlp-fashion-l1-n5.safetensors"),
+              metadata={"architecture": "DigitsMLP", "config": json.dumps(model.config)})
+    monkeypatch.setenv("MSA_ASSETS", str(tmp_path))
+    assert sweep_ref("l1", 200) == "mlp-fashion-l1"
+    ref = sweep_ref("l1", 5)
+    assert ref == "msa_core.zoo.sweep:mlp_fashion_l1_n5"
+    subject = load_subject(ref)
+    assert subject.default_objective == "per-class accuracy" and subject.default_units == ["1"]
+    game = subject.game()
+    assert game.n_players == 5 and game.n_inputs == 1024
+    assert subject.objective_labels()[0] == "T-shirt/top"
+    with pytest.raises(ValueError, match="python -m training sweep"):
+        load_subject(sweep_ref("l2", 5))

@@ -66,7 +66,7 @@ def load_builtin_subject(name: str, *, inputs: Any = None, labels: torch.Tensor 
     except (FileNotFoundError, OSError) as error:
         raise ModelLoadError(
             f"the weights or data of built-in model {name!r} are missing ({error}); "
-            f"rebuild them with `python -m msa_core.zoo.train {name}` or set MSA_ASSETS to the assets folder"
+            f"rebuild them with `python -m training {name}` (from the repository root) or set MSA_ASSETS to the assets folder"
         ) from None
     spec = BUILTINS[name]
     if spec.task == "classifier":
@@ -88,7 +88,8 @@ def load_builtin_subject(name: str, *, inputs: Any = None, labels: torch.Tensor 
 
 
 def _classifier(name: str, model, data: dict[str, np.ndarray], inputs: Any, labels: torch.Tensor | None) -> Subject:
-    class_names = [str(c) for c in range(10)]
+    # Fashion-MNIST's eval set stores its class names; the digits are their own names.
+    class_names = [str(c) for c in data["classes"]] if "classes" in data else [str(c) for c in range(10)]
     if inputs is None:
         x = torch.from_numpy(data["x"]).float()
         labels = torch.from_numpy(data["y"]).long()

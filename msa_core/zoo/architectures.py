@@ -281,7 +281,14 @@ class MoELM(nn.Module):
         return self.head(self.ln_f(x))
 
 
+def _paper_gan() -> type[nn.Module]:
+    from .paper_gan import PaperDCGANGenerator
+
+    return PaperDCGANGenerator
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "PaperDCGANGenerator": _paper_gan(),
     "DigitsMLP": DigitsMLP,
     "DCGANGenerator": DCGANGenerator,
     "MoELM": MoELM,

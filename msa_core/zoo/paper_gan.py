@@ -1,0 +1,119 @@
+"""The paper's 128x128 RGB DCGAN generator architecture (Dixit et al.), to be used with a user's weights.
+
+``PaperDCGANGenerator``: latent ``(B, 100)`` -> image ``(B, 3, 128, 128)`` in [-1, 1], five hidden
+ConvTranspose2d + BatchNorm2d + ReLU blocks with 1024, 512, 256, 128 and 64 channels at 4x4, 8x8, 16x16,
+32x32 and 64x64 (``net.0`` .. ``net.4``; 1,984 channels, 1,987 with the 3 output channels of ``net.5``,
+ConvTranspose2d + Tanh). No weights ship with MSA Explorer: load yours with :func:`paper_dcgan_generator`
+(``.safetensors``, or a ``.pt``/``.pth`` state dict read with ``weights_only=True``), or pass ``seed`` for
+seeded random weights (benchmarks only). In the app, use it from a recipe file, e.g.::
+
+    # my_gan.py, loaded as "my_gan.py:recipe"
+    import torch
+    from msa_core.zoo.paper_gan import paper_dcgan_generator
+
+    def recipe():
+        model = paper_dcgan_generator("generator.pth")
+        return {"model": model, "inputs": torch.randn(8, 100, generator=torch.Generator().manual_seed(0)),
+                "default_units": ["net.2"]}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["PaperDCGANGenerator", "paper_dcgan_generator", "PAPER_CHANNELS", "PAPER_NZ", "HIDDEN_BLOCKS"]
+
+PAPER_NZ = 100
+PAPER_CHANNELS = (1024, 512, 256, 128, 64)
+HIDDEN_BLOCKS = tuple(f"net.{i}" for i in range(len(PAPER_CHANNELS)))
+"""Module paths of the hidden blocks (the lesionable layers), ``("net.0", ..., "net.4")``."""
+
+
+def _block(c_in: int, c_out: int, first: bool) -> nn.Sequential:
+    # bias=False: BatchNorm's shift makes a conv bias redundant (the DCGAN paper's convention).
+    conv = nn.ConvTranspose2d(c_in, c_out, 4, 1, 0, bias=False) if first else nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class PaperDCGANGenerator(nn.Module):
+    """DCGAN generator: latent ``(B, nz)`` (or ``(B, nz, 1, 1)``) -> ``(B, out_channels, 4 * 2**k, ...)`` in [-1, 1].
+
+    With the defaults (the paper's), ``k = 5`` hidden blocks and the output is ``(B, 3, 128, 128)``.
+    ``net.i`` (i < k) outputs ``(B, channels[i], 4 * 2**i, 4 * 2**i)``; ``net.k`` is ConvTranspose2d + Tanh.
+    """
+
+    def __init__(self, nz: int = PAPER_NZ, channels: Sequence[int] = PAPER_CHANNELS, out_channels: int = 3):
+        super().__init__()
+        widths = [int(c) for c in channels]
+        if not widths or min(widths) < 1 or nz < 1 or out_channels < 1:
+            raise ValueError(f"nz, channels and out_channels must be positive; got {nz}, {widths}, {out_channels}")
+        blocks = [_block(nz, widths[0], True)]
+        blocks += [_block(a, b, False) for a, b in zip(widths[:-1], widths[1:])]
+        blocks.append(nn.Sequential(nn.ConvTranspose2d(widths[-1], out_channels, 4, 2, 1), nn.Tanh()))
+        self.nz = int(nz)
+        self.net = nn.Sequential(*blocks)
+        self.config = {"nz": int(nz), "channels": widths, "out_channels": int(out_channels)}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: ``(B, nz)`` or ``(B, nz, 1, 1)`` -> images ``(B, out_channels, H, W)`` in [-1, 1]."""
+        if z.dim() == 2:
+            z = z[:, :, None, None]
+        return self.net(z)
+
+
+def _init_dcgan(module: nn.Module) -> None:
+    # DCGAN init: N(0, 0.02) convolutions, N(1, 0.02) BatchNorm scales; BN running stats stay (0, 1).
+    if isinstance(module, nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def paper_dcgan_generator(
+    weights: str | Path | None = None, *, seed: int | None = None, device: str | torch.device = "cpu", **config
+) -> PaperDCGANGenerator:
+    """The paper's generator in eval mode, with the user's ``weights`` or seeded random ones.
+
+    Args:
+        weights: a ``.safetensors`` file or a ``.pt``/``.pth`` state dict (read with ``weights_only=True``;
+            a ``{"state_dict": ...}`` wrapper is unwrapped). Keys must match ``PaperDCGANGenerator``'s
+            (``net.0.0.weight``, ``net.0.1.running_mean``, ...).
+        seed: without ``weights``: seed of a DCGAN-style random initialisation (for benchmarks; never a
+            built-in model). One of ``weights`` and ``seed`` is required.
+        device: where the model goes.
+        **config: ``nz``, ``channels``, ``out_channels`` (default: the paper's 100, (1024, ..., 64), 3).
+
+    Raises:
+        ValueError: neither or both of ``weights`` and ``seed``, or keys that do not match (one line).
+        FileNotFoundError: a missing weights file.
+    """
+    if (weights is None) == (seed is None):
+        raise ValueError("give either weights (a .safetensors or .pt state-dict file) or seed (random weights)")
+    if weights is None:
+        torch.manual_seed(int(seed))
+        model = PaperDCGANGenerator(**config)
+        model.apply(_init_dcgan)
+        return model.to(device).eval()
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    model = PaperDCGANGenerator(**config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise ValueError(f"{path.name} does not hold PaperDCGANGenerator weights: {first}") from None
+    return model.to(device).eval()
