@@ -29,7 +29,7 @@ def _save(fig, path: Path) -> str:
 def fig_concentration(conc: dict[str, Any], folder: Path) -> str:
     """Bars of index and hub share (with SE) and the three runs' modes, units ranked."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1.1, 2, 2, 2], "wspace": 0.3})
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1.1, 2, 2, 2], "wspace": 0.45})
     s = conc["summary"]
     x = np.arange(len(s))
     axes[0].bar(x - 0.2, s["index (ours)"], 0.4, yerr=s["index SE"], label="distributed-computation index")
