@@ -1,5 +1,6 @@
 """Findings page: what the analyses say about the selected run and across stored runs, and docs/FINDINGS.md."""
 
+import os
 import re
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import streamlit as st
 from msa_core import figures
 from ui import resources, state
 from ui.errors import shown
+from ui.text import md_escape
 
 state.page_setup()
 st.title("Findings")
@@ -56,11 +58,13 @@ with shown("Comparing stored runs"):
     else:
         st.caption("No stored runs yet.")
 
-findings = ROOT / "docs" / "FINDINGS.md"
-if findings.exists():
-    st.divider()
-    text = findings.read_text(encoding="utf-8")
-    # render markdown, with images (relative to docs/) shown by st.image
+# the report's folder: docs/ of the repository, or where `msa report --out-dir DIR` wrote it
+report_dir = Path(os.environ.get("MSA_FINDINGS_DIR") or ROOT / "docs")
+findings = report_dir / "FINDINGS.md"
+
+
+def _show_markdown(text: str) -> None:
+    """Markdown with its images (paths relative to the report folder) drawn by st.image."""
     parts = re.split(r"!\[([^\]]*)\]\(([^)]+)\)", text)
     for i in range(0, len(parts), 3):
         if parts[i].strip():
@@ -74,5 +78,42 @@ if findings.exists():
                 st.components.v1.html(path.read_text(encoding="utf-8"), height=500, scrolling=True)
             else:
                 st.caption(f"(figure {target} not found)")
+
+
+def _show_runs(key: str, refs: list[dict]) -> None:
+    """The section's stored runs, each with links that open it in Modes, Lesion curves and Editor."""
+    from msa_core.report import distinct_runs, run_links
+
+    refs = distinct_runs(refs)
+    with st.expander(f"Open this section's runs ({len(refs)}) in the app", expanded=len(refs) <= 3):
+        lines = []
+        for ref in refs:
+            here = resources.record(ref["run_id"]) is not None
+            links = " · ".join(f"[{title}]({url})" for title, url in run_links(ref).items())
+            lines.append(f"- **{md_escape(ref['label'])}** `{ref['short_id']}`: {links}"
+                         + ("" if here else " (not in this run store: `msa report` recomputes it)"))
+        st.markdown("\n".join(lines))
+        if key == "sweep":
+            st.caption("The sweep's widths below N = 200 are recipes (msa_core.zoo.sweep:...); an app that refuses "
+                       "browser recipes opens them only if its operator allows that module.")
+
+
+if findings.exists():
+    from msa_core.report import findings_runs, section_of_heading
+
+    st.divider()
+    text = findings.read_text(encoding="utf-8")
+    section_runs = findings_runs(report_dir)
+    # one block per heading, so each section's run links sit under its heading
+    chunks = re.split(r"(?m)^(?=#{2,3} )", text)
+    for chunk in chunks:
+        heading = chunk.splitlines()[0] if chunk.startswith("#") else ""
+        key = section_of_heading(heading) if heading else None
+        if key and section_runs.get(key):
+            st.markdown(heading)
+            _show_runs(key, section_runs[key])
+            _show_markdown(chunk[len(heading):])
+        else:
+            _show_markdown(chunk)
 else:
-    st.caption("docs/FINDINGS.md is not written yet; its figures will appear here.")
+    st.caption(f"{findings} is not written yet (`msa report` writes it); its figures will appear here.")

@@ -56,6 +56,42 @@ def test_findings_runs_lists_every_cited_run(quick_report):
     assert findings_runs(path.parent / "nowhere") == {}
 
 
+def test_topk_is_a_stored_run_with_its_k_and_cited(quick_report):
+    path, store = quick_report
+    refs = [ref for ref in findings_runs(path.parent)["estimators"] if ref["spec"]["method"] == "topk"]
+    assert len(refs) == 1
+    record = store.get(refs[0]["run_id"])
+    assert record.spec.method == "topk" and record.spec.options_dict == {"k": 5}
+    assert record.result.metadata["topk"]["k"] == 5 and len(record.result.metadata["topk"]["top_k"]) == 5
+    line = next(line for line in path.read_text().splitlines() if line.startswith("| top-5 bandit |"))
+    assert f"`{refs[0]['short_id']}`" in line  # the table names the run, not "not stored"
+
+
+def test_every_report_heading_with_runs_maps_to_its_section(quick_report):
+    from msa_core.report import SECTIONS, section_of_heading
+
+    path, _ = quick_report
+    headings = [line for line in path.read_text().splitlines() if re.match(r"#{2,3} ", line)]
+    mapped = {section_of_heading(h) for h in headings} - {None}
+    assert mapped == set(SECTIONS)  # every section's runs get a place under its heading on the Findings page
+    assert section_of_heading("## 9. Something else") is None
+
+
+def test_run_links_hold_model_inputs_and_short_run_id():
+    from urllib.parse import parse_qs, urlsplit
+
+    from msa_core.report import run_links
+
+    ref = {"run_id": "ab" * 32, "short_id": "ab" * 6, "spec": {"model": "msa_core.zoo.sweep:mlp_fashion_n5", "inputs": None}}
+    links = run_links(ref)
+    assert set(links) == {"Modes", "Lesion curves", "Editor"}
+    parts = urlsplit(links["Lesion curves"])
+    assert parts.path == "curves"
+    assert parse_qs(parts.query) == {"model": ["msa_core.zoo.sweep:mlp_fashion_n5"], "run": ["abababababab"]}
+    with_inputs = run_links(ref | {"spec": {"model": "net.pt", "inputs": "/data/x y.npz"}})["Modes"]
+    assert parse_qs(urlsplit(with_inputs).query)["inputs"] == ["/data/x y.npz"]
+
+
 def test_rerun_finds_every_stored_run(quick_report, tmp_path):
     path, store = quick_report
     again = write_report(tmp_path, quick=True, store=store)
@@ -86,3 +122,57 @@ def test_report_main_parses_arguments(tmp_path, monkeypatch):
     monkeypatch.setattr("msa_core.report.write_report", fake)
     assert report_main(["--out-dir", str(tmp_path), "--quick"]) == 0
     assert calls == {"out_dir": str(tmp_path), "quick": True}
+
+
+def _captured(monkeypatch):
+    """Figures the report functions draw, kept open instead of saved."""
+    import msa_core.report.figures as report_figures
+
+    drawn = []
+    monkeypatch.setattr(report_figures, "_save", lambda fig, path: drawn.append(fig) or f"figures/{path.name}")
+    return drawn
+
+
+def test_concentration_figure_heatmaps_are_not_interpolated_and_the_legend_is_off_the_bars(monkeypatch, tmp_path):
+    import pandas as pd
+    import torch
+
+    from msa_core.report.figures import fig_concentration
+
+    drawn = _captured(monkeypatch)
+    names = ["mlp-fashion-l1", "mlp-fashion-l2", "mlp-fashion"]
+    summary = pd.DataFrame({"index (ours)": [0.7, 0.8, 0.9], "index SE": 0.01, "hub share (ours)": [0.3, 0.5, 0.5],
+                            "hub share SE": 0.01, "index (paper)": [0.6, 0.67, 0.77], "hub share (paper)": [0.12, 0.17, 0.34]},
+                           index=names)
+    result = SimpleNamespace(values=torch.randn(20, 10), metadata={"output_labels": [f"c{i}" for i in range(10)]})
+    records = {n: SimpleNamespace(result=result, short_id="0123456789ab") for n in names}
+    fig_concentration({"summary": summary, "records": records}, tmp_path)
+    fig = drawn[0]
+    bars, *heatmaps = fig.axes[:4]
+    assert all(ax.images[0].get_interpolation() == "nearest" for ax in heatmaps)
+    assert [t.get_text() for t in heatmaps[0].get_yticklabels()] == [f"c{i}" for i in range(10)]
+    fig.canvas.draw()
+    legend, panel = bars.get_legend().get_window_extent(), bars.get_window_extent()
+    assert legend.y1 <= panel.y0  # below the panel, not over the bars
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes[:4])
+
+
+def test_spectra_leave_out_the_zero_frequency_bin(monkeypatch, tmp_path):
+    import pandas as pd
+
+    from msa_core.report.figures import fig_dcgan
+
+    drawn = _captured(monkeypatch)
+    freqs = [1 / 64 + k / 32 for k in range(16)]
+    profile = pd.DataFrame([[1e-32] + [0.5 ** k for k in range(1, 16)]] * 2, index=["net.0", "net.1"], columns=freqs)
+    image = np.zeros((1, 1, 32, 32))
+    dc = {"layer_modes": {"net.0": image, "net.1": image}, "profile_units": profile, "profile_summed": profile,
+          "result": SimpleNamespace(values=np.zeros((4, 1, 1, 32, 32)), intact=SimpleNamespace(numpy=lambda: image)),
+          "cluster_lesion": {"intact": image, "lesioned": image, "difference": image}, "cluster": 0}
+    fig_dcgan(dc, tmp_path)
+    spectra = drawn[1]
+    for ax in spectra.axes[:2]:
+        low, high = ax.get_ylim()
+        assert low >= 0.5 ** 15 / 4 and high <= 1.0  # the useful range, not down to 1e-32
+        assert all(min(line.get_xdata()) > 1 / 32 for line in ax.get_lines())
+        assert ax.get_xlabel() and ax.get_ylabel()

@@ -477,3 +477,23 @@ def test_editing_a_recipe_file_or_module_never_returns_a_stale_run(recipe, store
     assert recipe_source_hash(ref) != before
     sys.modules.pop("msa_edit_me_recipe", None)
     assert run_key(RunSpec(ref, n_permutations=3)) != key
+
+
+def test_estimate_cost_times_this_game_and_brackets_the_real_run(recipe, store, monkeypatch):
+    """A game that sleeps 20 ms per call: the estimate comes from timing its batches, and the real run's
+    time lies in the range (within a factor 2 either side, for a busy machine); nothing is stored."""
+    from msa_core.runs import estimate_cost, plan
+
+    monkeypatch.setenv("MSA_TEST_DELAY", "0.02")
+    spec = RunSpec(f"{recipe}:make", n_permutations=40, seed=1, batch_size=8)  # 2 + 40 * 15 = 602: 76 calls
+    cost = estimate_cost(spec, probe_seconds=0.4)
+    assert cost["evaluations"] == plan(spec)["evaluations"] == 602 and not cost["complete"]
+    assert 0 < cost["seconds_low"] <= cost["seconds_high"]
+    assert 8 / 0.02 / 3 < cost["evaluations_per_second"] < 8 / 0.02 * 1.5  # sleep-bound: about 400 per s
+    assert store.list() == [] and store.checkpoints() == []
+    began = time.perf_counter()
+    execute(spec, store)
+    took = time.perf_counter() - began
+    assert cost["seconds_low"] / 2 <= took <= cost["seconds_high"] * 2, (cost, took)
+    small = estimate_cost(spec.replace(n_permutations=2), probe_seconds=5.0)  # the probe finishes the run
+    assert small["complete"] and small["seconds_low"] == small["seconds_high"] and small["measured_evaluations"] == 32

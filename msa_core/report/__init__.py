@@ -9,7 +9,7 @@ lesions, cluster lesions) are computed on the game of the run they cite.
 
 Sections (modules): :mod:`.mlp` (1: concentration in the Fashion-MNIST MLPs and the width sweep),
 :mod:`.curves` (2: lesion curves, estimators, interactions), :mod:`.moe` (3), :mod:`.dcgan` (4);
-figures in :mod:`.figures`, bookkeeping and budgets in :mod:`.runs`.
+figures in :mod:`.figures`, bookkeeping and budgets in :mod:`.runs`, the app's links to the runs in :mod:`.links`.
 
 Run it with ``python -m msa_core.report [--out-dir docs] [--quick]`` (or ``msa report``).
 """
@@ -37,6 +37,7 @@ from .curves import (
 from .dcgan import dcgan_findings, dcgan_markdown
 from .figures import fig_concentration, fig_dcgan, fig_lesion_curves, fig_moe, fig_sweep
 from .mlp import concentration_findings, concentration_markdown, concentration_se, sweep_findings, sweep_markdown
+from .links import RUN_PAGES, distinct_runs, run_links, run_url, section_of_heading
 from .moe import moe_findings, moe_markdown
 from .runs import RUNS_FILE, SECTIONS, Budget, FindingsRuns, RunRef, findings_runs
 
@@ -44,6 +45,7 @@ __all__ = [
     "Budget", "write_report", "report_main", "findings_runs", "SECTIONS", "RunRef", "FindingsRuns",
     "concentration_se", "concentration_findings", "sweep_findings", "lesion_curve_findings",
     "neuron_shapley_findings", "interaction_findings", "moe_findings", "dcgan_findings",
+    "RUN_PAGES", "run_url", "run_links", "distinct_runs", "section_of_heading",
 ]
 
 

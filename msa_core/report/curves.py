@@ -21,7 +21,6 @@ from ..analysis import (
     units_to_reach,
     weight_norm_ranking,
 )
-from ..estimators import shapley_modes
 from ..runs import RunSpec
 from .markdown import md_table, run_tag
 from .mlp import MLP_MODELS
@@ -33,6 +32,7 @@ __all__ = ["CHANCE", "lesion_curve_findings", "neuron_shapley_findings", "intera
 CHANCE = 0.1  # balanced accuracy of a 10-class classifier that always answers the same class
 CHANCE_MARGIN = 0.05  # "reaches chance" = balanced accuracy at or below chance + this margin
 REFERENCE = "mlp-fashion"
+TOPK_K = 5  # the bandit looks for the 5 most valuable units
 
 
 def _units_to_half(curve, label: str, n_players: int) -> str:
@@ -85,19 +85,15 @@ def neuron_shapley_findings(runs: FindingsRuns, records: dict[str, Any], budget:
     reference = records[REFERENCE]
     runs.note("estimators", reference, f"{REFERENCE} reference")
     ref_total = reference.result.total_contribution().numpy()
-    ref_top = sorted(np.argsort(-ref_total)[:5].tolist())
+    ref_top = sorted(np.argsort(-ref_total)[:TOPK_K].tolist())
     made, tags = {}, {}
-    for method in ("permutation", "truncated"):
-        spec = RunSpec(REFERENCE, method=method, n_permutations=budget.neuron_shapley_permutations, seed=budget.seed + 1)
+    for method, options in (("permutation", {}), ("truncated", {}), ("topk", {"k": TOPK_K})):
+        spec = RunSpec(REFERENCE, method=method, n_permutations=budget.neuron_shapley_permutations, seed=budget.seed + 1,
+                       options=options)
         record = runs.run("estimators", f"{REFERENCE} {method}", spec)
         made[method], tags[method] = record.result, run_tag(record)
-    # execute() refuses adaptive estimators (they cannot resume from a checkpoint), so the bandit runs
-    # on the reference run's game directly and is not stored.
-    made["topk"] = shapley_modes(runs.game(reference), reference.result.n_players, method="topk",
-                                 n_permutations=budget.neuron_shapley_permutations, seed=budget.seed + 1)
-    tags["topk"] = f"(game of {run_tag(reference)}, not stored)"
     corr = lambda r: float(np.corrcoef(r.total_contribution().numpy(), ref_total)[0, 1])  # noqa: E731
-    labels = {"permutation": "permutation", "truncated": "truncated (tol 5%)", "topk": "top-5 bandit"}
+    labels = {"permutation": "permutation", "truncated": "truncated (tol 5%)", "topk": f"top-{TOPK_K} bandit"}
     table = pd.DataFrame([
         {"method": labels[m], "run": tags[m], "evaluations": r.n_evaluations, "corr. with reference": corr(r),
          "efficiency gap": r.efficiency_gap() if m != "topk" else float("nan")}
@@ -106,7 +102,7 @@ def neuron_shapley_findings(runs: FindingsRuns, records: dict[str, Any], budget:
     info = made["topk"].metadata.get("topk", {})
     skipped = made["truncated"].metadata.get("truncation", {}).get("skipped_fraction", float("nan"))
     return {"reference": reference, "reference_top": ref_top, "table": table, "topk": info,
-            "topk_agrees": sorted(info.get("top_k", [])) == ref_top, "skipped": skipped}
+            "topk_agrees": sorted(info.get("top_k", [])) == ref_top, "skipped": skipped, "topk_run": tags["topk"]}
 
 
 def interaction_findings(runs: FindingsRuns, records: dict[str, Any], budget: Budget) -> dict[str, Any]:
@@ -163,9 +159,10 @@ def estimators_markdown(neuron: dict[str, Any], budget: Budget) -> list[str]:
         "",
         f"Against section 1's {budget.mlp_permutations}-permutation run {run_tag(neuron['reference'])} (reference), "
         f"with {budget.neuron_shapley_permutations} permutations' budget each (seed {budget.seed + 1}; default "
-        f"options): truncated sampling skipped {100 * neuron['skipped']:.0f}% of the chain evaluations; the top-5 "
-        f"bandit ({'resolved' if info.get('resolved') else 'not resolved within the budget'}, {info.get('rounds', '?')} "
-        f"rounds) names units {info.get('top_k')}, the reference's top 5 are {neuron['reference_top']} "
+        f"options, top-k with k = {TOPK_K}): truncated sampling skipped {100 * neuron['skipped']:.0f}% of the chain "
+        f"evaluations; the top-{TOPK_K} "
+        f"bandit (run {neuron['topk_run']}, {'resolved' if info.get('resolved') else 'not resolved within the budget'}, {info.get('rounds', '?')} "
+        f"rounds) names units {info.get('top_k')}, the reference's top {TOPK_K} are {neuron['reference_top']} "
         f"({'the same' if neuron['topk_agrees'] else 'not the same'}).",
         "",
         md_table(neuron["table"]),

@@ -23,23 +23,30 @@ __all__ = ["estimate_cost"]
 
 
 class _Deadline:
-    """A cancel flag that turns on ``seconds`` after :meth:`start`."""
+    """A cancel flag that turns on ``seconds`` after :meth:`start` once ``samples`` holds the endpoints
+    and two timed batches (a rate needs two), and at ``3 * seconds`` in any case."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.until = float(seconds), float("inf")
+    def __init__(self, seconds: float, samples: list) -> None:
+        self.seconds, self.samples, self.began = float(seconds), samples, float("inf")
 
     def start(self) -> None:
-        self.until = time.perf_counter() + self.seconds
+        self.began = time.perf_counter()
 
     def is_set(self) -> bool:
-        return time.perf_counter() >= self.until
+        elapsed = time.perf_counter() - self.began
+        return elapsed >= 3 * self.seconds or (elapsed >= self.seconds and len(self.samples) >= 3)
 
 
 def _seconds_per_row(game: Any) -> float:
-    """Seconds per coalition of one small call (after one warm-up call)."""
-    coalitions = torch.ones((2, int(game.n_players)), dtype=torch.bool)
+    """Seconds per coalition of one small call, after warming up both evaluation paths (compiled
+    kernels are compiled here, not inside the timed batches)."""
+    n = int(game.n_players)
+    coalitions = torch.ones((2, n), dtype=torch.bool)
     coalitions[0, ::2] = False
     game(coalitions)
+    along_orders = getattr(game, "evaluate_permutations", None)
+    if callable(along_orders) and n > 1:
+        along_orders(torch.stack([torch.arange(n), torch.arange(n).flip(0)]))
     began = time.perf_counter()
     game(coalitions)
     return (time.perf_counter() - began) / 2
@@ -50,8 +57,10 @@ def estimate_cost(run: RunSpec | ResolvedRun, *, probe_seconds: float = 1.5) -> 
 
     Args:
         run: a :class:`RunSpec` (resolved here: loads the model) or a :class:`ResolvedRun`.
-        probe_seconds: how long the probe may run (about; a batch in flight is finished). Batches are
-            made smaller for the probe when one batch of the run would take longer than a third of it.
+        probe_seconds: how long the probe runs (at least two batches after the endpoints, unless that
+            takes ``3 * probe_seconds``; a batch in flight is finished). The probe uses
+            the run's own batches, unless one would take longer than ``3 * probe_seconds``: then smaller
+            ones (a pessimistic rate).
 
     Returns:
         ``{"evaluations", "seconds_low", "seconds_high", "evaluations_per_second", "measured_evaluations",
@@ -65,11 +74,11 @@ def estimate_cost(run: RunSpec | ResolvedRun, *, probe_seconds: float = 1.5) -> 
     per_row = _seconds_per_row(game)
     rows = resolved.spec.batch_size or getattr(game, "preferred_batch_size", None) or 4096
     probe = resolved
-    if per_row * rows > probe_seconds / 3:  # keep a batch of the probe within a third of its time
-        smaller = max(1, int(probe_seconds / 3 / max(per_row, 1e-9)))
+    if per_row * rows > 3 * probe_seconds:  # a batch of the run would outlast the probe by far
+        smaller = max(1, int(probe_seconds / max(per_row, 1e-9)))
         probe = ResolvedRun(**{**resolved.__dict__, "spec": resolved.spec.replace(batch_size=smaller)})
     samples: list[tuple[float, int]] = []
-    deadline = _Deadline(probe_seconds)
+    deadline = _Deadline(probe_seconds, samples)
     began = time.perf_counter()
     deadline.start()
     complete = False
@@ -95,8 +104,12 @@ def estimate_cost(run: RunSpec | ResolvedRun, *, probe_seconds: float = 1.5) -> 
         rate = measured / measured_s
     else:
         rate = 1.0 / max(per_row, 1e-9)
-    fast, slow = (max(rates), min(rates)) if len(rates) >= 2 else (rate * 1.25, rate / 1.25)
-    fast, slow = max(fast, rate), min(slow, rate)
+    # +-25 % around the measured rate (machine load varies), wider where the batches' own rates spread
+    fast, slow = rate * 1.25, rate / 1.25
+    if len(rates) >= 4:
+        quartiles = sorted(rates)
+        fast = max(fast, quartiles[(3 * len(rates)) // 4])
+        slow = min(slow, quartiles[len(rates) // 4])
     left = max(0, evaluations - measured)
     return {
         "evaluations": evaluations,
