@@ -317,3 +317,13 @@ def test_uploads_stay_in_the_uploads_folder(tmp_path, monkeypatch):
         base = os.path.basename(path)
         assert ":" not in base and "/" not in base and not base.startswith(".")
     assert open(save_upload("m.pt", b"abc"), "rb").read() == b"abc"
+
+
+def test_builtin_sweep_recipes_pass_untrusted_but_nothing_else_in_their_module(no_opt_in):
+    from msa_core.models.policy import RecipePolicy
+
+    policy = RecipePolicy.from_env()
+    policy.check_module("msa_core.zoo.sweep:mlp_fashion_l1_n25", "msa_core.zoo.sweep")  # no error
+    for ref in ("msa_core.zoo.sweep:sweep_recipe", "msa_core.zoo.sweep:load_weights", "msa_core.zoo:load_weights"):
+        with pytest.raises(RecipeRefused):
+            policy.check_module(ref, ref.partition(":")[0])
