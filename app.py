@@ -13,6 +13,7 @@ import torch
 from ui import resources, state
 from ui.backend import describe_units, list_builtins
 from ui.errors import shown
+from ui.text import md_escape
 
 st.set_page_config(page_title="MSA Explorer", page_icon=":material/hub:", layout="wide")
 if os.environ.get("MSA_TORCH_THREADS", "").isdigit():  # e.g. 1 on a busy shared CPU (OpenMP spinning)
@@ -73,7 +74,7 @@ with st.sidebar:
         on_change=lambda: state.set_run(st.session_state[run_key]),
     )
     if state.run_id() and resources.record(state.run_id()) is None:
-        st.warning(f"Run {state.run_id()[:8]} is not in the run store.")
+        st.warning(f"Run {md_escape(state.run_id()[:8])} is not in the run store.")  # the id comes from the URL
     st.caption("Multiperturbation Shapley-value Analysis: lesion random combinations of units and give each "
                "unit its Shapley value (a Shapley *mode* for tensor outputs).")
 

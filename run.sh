@@ -34,8 +34,11 @@ case "${1:-}" in
     shift
     ensure_venv
     ensure_installed ""
+    # localhost unless MSA_ADDRESS says otherwise; no file watcher (MSA_FILE_WATCHER=auto to reload on edits);
+    # stdin from /dev/null, so code that asks input() fails at once instead of hanging its page
     exec "$PY" -m streamlit run app.py --server.address "${MSA_ADDRESS:-localhost}" \
-      --server.headless "${MSA_HEADLESS:-false}" --browser.gatherUsageStats false "$@"
+      --server.headless "${MSA_HEADLESS:-false}" --server.fileWatcherType "${MSA_FILE_WATCHER:-none}" \
+      --browser.gatherUsageStats false "$@" < /dev/null
     ;;
   test)
     shift

@@ -1,7 +1,5 @@
 """Model page: pick or load a model; its architecture, inputs, default output and layer catalogue."""
 
-import hashlib
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,19 +9,10 @@ from msa_core import figures
 from ui import resources, state
 from ui.backend import list_builtins
 from ui.errors import shown
+from ui.text import md_escape
 
 state.page_setup()
 st.title("Model")
-
-def _save_upload(upload) -> str:
-    """Keep an uploaded file under the uploads folder (content-addressed name); its path."""
-    folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    data = upload.getvalue()
-    target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{Path(upload.name).name}"
-    target.write_bytes(data)
-    return str(target)
-
 
 INPUTS_HELP = ("Example inputs, inputs on axis 0: a .npz (one array, or `x` / `inputs`; `labels` or `y` adds a "
                "per-class accuracy objective) or a .pt tensor file. TorchScript models need them; other models use "
@@ -42,15 +31,17 @@ with st.expander("Load another model", expanded=False):
                 st.rerun()
             cols[1].caption(description)
     with tab_upload:
-        st.caption("A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most 200 MB, and its example inputs "
+        st.caption(f"A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most {st.get_option('server.maxUploadSize')} "
+                   "MB, and its example inputs "
                    "(TorchScript needs them; a .pt2 saved with example inputs does not).")
         upload = st.file_uploader("Model file", type=["pt", "pth", "ts", "pt2", "jit"], key="upload_model")
         upload_inputs = st.file_uploader("Example inputs (optional for .pt2)", type=["npz", "pt"], key="upload_inputs",
                                          help=INPUTS_HELP)
         if upload is not None and st.button("Load the uploaded model", type="primary"):
             with shown(f"Loading {upload.name}"):
-                ref = _save_upload(upload)
-                inputs_file = _save_upload(upload_inputs) if upload_inputs is not None else None
+                ref = resources.save_upload(upload.name, upload.getvalue())
+                inputs_file = (resources.save_upload(upload_inputs.name, upload_inputs.getvalue())
+                               if upload_inputs is not None else None)
                 resources.subject(ref, inputs_file)
                 state.set_model(ref, inputs_file)
                 st.rerun()
@@ -74,14 +65,15 @@ if subject is None:
     st.info("Pick a built-in model in the sidebar or above.")
     st.stop()
 
-st.subheader(subject.name)
-st.write(subject.description or "")
+st.subheader(md_escape(subject.name))
+st.write(md_escape(subject.description or ""))
 c1, c2, c3 = st.columns(3)
 c1.metric("Weights", f"{subject.n_weights:,}", help="learned values (parameters; for a converted TorchScript "
                                                    "file, its weight buffers)")
 c2.metric("Lesionable layers", len(subject.layers))
 c3.metric("Output", subject.output_kind)
-st.caption(f"Objectives: {', '.join(subject.objectives)} (default: **{subject.default_objective}**).")
+st.caption(f"Objectives: {md_escape(', '.join(subject.objectives))} "
+           f"(default: **{md_escape(subject.default_objective)}**).")
 
 left, right = st.columns([3, 2])
 with left:
@@ -94,14 +86,14 @@ with left:
         if subject.output_kind == "image":
             st.caption("Generated images for the first latent vectors (the default output).")
     if "words" in samples:
-        st.write("Sample words: " + ", ".join(f"`{w}`" for w in samples["words"]))
+        st.write("Sample words: " + ", ".join(md_escape(w) for w in samples["words"]))
     if "languages" in samples:
-        st.write("Languages: " + ", ".join(samples["languages"]))
+        st.write("Languages: " + md_escape(", ".join(samples["languages"])))
     shape = getattr(subject.inputs, "shape", None)
     st.caption(f"{shape[0]} evaluation inputs, each of shape {tuple(shape[1:])}." if shape is not None
                else f"Evaluation inputs: {type(subject.inputs).__name__}.")
     if state.inputs():
-        st.caption(f"Inputs file: `{state.inputs()}`.")
+        st.caption(f"Inputs file: {md_escape(state.inputs())}.")
     st.markdown("#### Default output")
     with shown("Scoring the intact model"):
         scores = resources.editor(state.model(), (), None, inputs=state.inputs()).intact.scores
@@ -125,9 +117,9 @@ with right:
         hide_index=True,
         width="stretch",
     )
-    st.markdown("**Default units:** " + ", ".join(str(getattr(u, "path", u)) for u in subject.default_units))
+    st.markdown("**Default units:** " + md_escape(", ".join(str(getattr(u, "path", u)) for u in subject.default_units)))
     if subject.unit_presets:
-        st.markdown("**Presets:** " + ", ".join(subject.unit_presets))
+        st.markdown("**Presets:** " + md_escape(", ".join(subject.unit_presets)))
     with st.expander("Architecture"):
         st.code(str(subject.model), language="text")
 

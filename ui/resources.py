@@ -3,7 +3,10 @@ store, the job runner, editors; and small cached look-ups on top of them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -16,8 +19,27 @@ from . import backend
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
 def subject(ref: str, inputs: str | None = None) -> Any:
     """The :class:`~msa_core.models.Subject` for a model reference and optional example-inputs file
-    (loaded once per server)."""
-    return backend.load_subject(ref, inputs=inputs or None)
+    (loaded once per server).
+
+    Untrusted: the reference comes from a browser (a text box, the URL), so recipes run only where the
+    server's operator allowed them (``MSA_RECIPE_DIRS``, ``MSA_RECIPE_MODULES``; :mod:`msa_core.models.policy`).
+    """
+    return backend.load_subject(ref, inputs=inputs or None, trusted=False)
+
+
+def save_upload(name: str, data: bytes) -> str:
+    """Keep an uploaded file under ``$MSA_HOME/uploads`` (content-addressed name); its path.
+
+    The browser's file name keeps only letters, digits, ``.``, ``_`` and ``-`` (no directories, no ``:`` that
+    would read as a recipe, no leading dot), so the file always lands inside the uploads folder.
+    """
+    folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = Path(str(name).replace("\\", "/")).name
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")[-80:] or "upload"
+    target = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{safe}"
+    target.write_bytes(data)
+    return str(target)
 
 
 @st.cache_resource

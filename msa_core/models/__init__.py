@@ -11,7 +11,11 @@
 
 ``inputs``: a ``.npz`` / ``.pt`` tensor file path, or tensors / arrays (a tuple for positional arguments,
 a dict for keyword arguments), inputs on axis 0. An ``.npz`` with ``labels`` or ``y`` adds a per-class
-accuracy game. Every failure is a :class:`ModelLoadError` (a ``ValueError``) with one clear message.
+accuracy game. Every failure is a :class:`ModelLoadError` (a ``ValueError``) with one clear message; it is the
+one such class (``msa_core.ModelLoadError``, ``msa_core.runs.ModelLoadError`` are the same object).
+
+``trusted=False`` (the app) runs recipes and Hugging Face folders with their own code only where the server
+operator allowed it (``MSA_RECIPE_DIRS``, ``MSA_RECIPE_MODULES``; see :mod:`msa_core.models.policy`).
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from .builtin import list_builtins, load_builtin_subject
+from .policy import RecipePolicy, RecipeRefused
 from .subject import ModelLoadError, SpecLayerInfo, Subject, check_device, fingerprint, resolve_inputs
 
-__all__ = ["load_subject", "list_builtins", "Subject", "SpecLayerInfo", "ModelLoadError", "fingerprint"]
+__all__ = ["load_subject", "list_builtins", "Subject", "SpecLayerInfo", "ModelLoadError", "RecipePolicy",
+           "RecipeRefused", "fingerprint"]
 
 
-def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu") -> Subject:
+def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu",
+                 trusted: bool | RecipePolicy = True) -> Subject:
     """Resolve a model reference to a :class:`Subject` (model in eval mode on ``device``, inputs, games, layers).
 
     Args:
@@ -34,13 +41,17 @@ def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu") -> Subjec
         inputs: example inputs (file path, tensor, array, tuple or dict; inputs on axis 0) or None for the
             model's defaults (required for TorchScript files and for .pt2 files saved without examples).
         device: "cpu", "cuda", "cuda:1", "mps"; must be present here.
+        trusted: True (command line, Python API): every recipe may run. False (a browser user of the app):
+            recipes only from ``MSA_RECIPE_DIRS`` / ``MSA_RECIPE_MODULES``, no Hugging Face folder with its own
+            code; or an explicit :class:`RecipePolicy`.
 
     Returns:
         A :class:`Subject`.
 
     Raises:
         ModelLoadError: unknown name, missing file, refused pickle, failing recipe, inputs the model rejects,
-            absent device, ...: the message names the problem and what to do.
+            absent device, ...: the message names the problem and what to do. :class:`RecipeRefused` (a
+            ModelLoadError) when ``trusted`` does not allow the code the reference would run.
     """
     from ..zoo import BUILTINS
     from .recipe import is_recipe_ref, load_recipe_subject
@@ -49,6 +60,7 @@ def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu") -> Subjec
     if not isinstance(ref, (str, Path)) or not str(ref).strip():
         raise ModelLoadError(f"a model reference must be a non-empty string; got {ref!r}")
     ref = str(ref).strip()
+    policy = RecipePolicy.for_caller(trusted)
     device = check_device(device)
     given, labels = resolve_inputs(inputs)
     if ref in BUILTINS:
@@ -57,7 +69,7 @@ def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu") -> Subjec
         return load_torchvision_subject(ref, inputs=given, labels=labels, device=device)
     path = Path(ref).expanduser()
     if is_recipe_ref(ref) and not path.exists():
-        return load_recipe_subject(ref, inputs=given, labels=labels, device=device)
+        return load_recipe_subject(ref, inputs=given, labels=labels, device=device, policy=policy)
     if path.is_dir():
         from .hf import is_hf_dir, load_hf_subject
 
@@ -66,6 +78,7 @@ def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu") -> Subjec
                 f"{ref!r} is a directory without config.json, so not a Hugging Face model; give a model directory "
                 "saved with save_pretrained, a .pt/.pt2 file or a recipe"
             )
+        policy.check_hf_dir(path)
         return load_hf_subject(path, inputs=given, device=device)
     if path.is_file():
         from .files import load_file_subject

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..objectives import per_class_accuracy
+from .filecheck import check_export_archive, not_a_model_file, sniff
 from .subject import (
     ModelLoadError,
     Subject,
@@ -138,6 +139,11 @@ def _as_args(inputs: Any) -> tuple:
 
 
 def _refuse_pickle(path: Path, reason: str) -> ModelLoadError:
+    kind, found = sniff(path)
+    if kind == "export":
+        return ModelLoadError(f"{str(path)!r} is a torch.export program, not TorchScript: give it the suffix .pt2")
+    if kind != "pickle":
+        return not_a_model_file(path, found if kind == "other" else f"{found} that failed to load: {reason}")
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
@@ -189,10 +195,18 @@ def load_torchscript(path: Path, inputs: Any, device: str) -> nn.Module:
 
 
 def load_exported(path: Path, device: str) -> tuple[nn.Module, Any]:
-    """A ``torch.export`` program as a hookable module (unflattened) and its saved example inputs (or None)."""
+    """A ``torch.export`` program as a hookable module (unflattened) and its saved example inputs (or None).
+
+    The archive is checked first (:func:`~msa_core.models.filecheck.check_export_archive`): torch would
+    unpickle some of its members without ``weights_only``, so only plain tensors and JSON get through.
+    """
+    check_export_archive(path)
     try:
         program = _quiet(torch.export.load, str(path))
     except Exception as error:  # noqa: BLE001
+        kind, _ = sniff(path)
+        if kind == "pickle":
+            raise _refuse_pickle(path, "not a torch.export program") from None
         raise ModelLoadError(f"could not load {str(path)!r} as a torch.export program: {type(error).__name__}: {error}") from None
     example = None
     saved = getattr(program, "example_inputs", None)
@@ -213,6 +227,9 @@ def load_file_subject(path: Path, *, inputs: Any, labels: torch.Tensor | None, d
     """
     suffix = path.suffix.lower()
     notes = ""
+    kind, found = sniff(path)
+    if kind == "other" and suffix in (".pt2", ".pt", ".pth", ".ts", ".jit"):
+        raise not_a_model_file(path, found)  # before torch parses it: no misleading pickle or miniz message
     if suffix == ".pt2":
         model, example = load_exported(path, device)
         if inputs is None:

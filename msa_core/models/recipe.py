@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..objectives import class_probability, per_class_accuracy
+from .policy import RecipePolicy
 from .subject import (
     ModelLoadError,
     Subject,
@@ -47,11 +48,28 @@ def is_recipe_ref(ref: str) -> bool:
     return bool(_FILE_REF.match(ref) or _MODULE_REF.match(ref))
 
 
-def load_recipe_function(ref: str) -> Callable:
-    """Import the recipe's module (or file) and return the function; :class:`ModelLoadError` when missing."""
+# What a recipe's import or call may raise and still be reported as a failed load: every Exception (including
+# RecursionError and MemoryError) and SystemExit (``exit()``, ``sys.exit()`` in user code). KeyboardInterrupt
+# passes: on the command line it is the user's Ctrl-C (the app catches it itself; see ui.errors).
+_RECIPE_FAILURES = (Exception, SystemExit)
+
+
+def _failure(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"SystemExit (the code called exit({error.code!r}))"
+    return f"{type(error).__name__}: {error}"
+
+
+def load_recipe_function(ref: str, policy: RecipePolicy | None = None) -> Callable:
+    """Import the recipe's module (or file) and return the function; :class:`ModelLoadError` when missing.
+
+    ``policy`` (None: trusted) is checked before anything is imported: a refused recipe runs no code.
+    """
+    policy = policy or RecipePolicy()
     match = _FILE_REF.match(ref)
     if match:
         file = Path(match["file"]).expanduser()
+        policy.check_file(ref, file)
         if not file.is_file():
             raise ModelLoadError(f"recipe file {str(file)!r} does not exist; give 'path/to/file.py:function'")
         name = "msa_recipe_" + hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
@@ -60,12 +78,13 @@ def load_recipe_function(ref: str) -> Callable:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as error:  # noqa: BLE001
+        except _RECIPE_FAILURES as error:
             sys.modules.pop(name, None)
-            raise ModelLoadError(f"importing recipe file {str(file)!r} failed: {type(error).__name__}: {error}") from None
+            raise ModelLoadError(f"importing recipe file {str(file)!r} failed: {_failure(error)}") from None
         function_name = match["function"]
     else:
         module_name, function_name = ref.split(":", 1)
+        policy.check_module(ref, module_name)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -73,8 +92,8 @@ def load_recipe_function(ref: str) -> Callable:
                 f"recipe module {module_name!r} cannot be imported ({error}); check the name and that it is on "
                 "sys.path, or give a file path 'path/to/file.py:function'"
             ) from None
-        except Exception as error:  # noqa: BLE001
-            raise ModelLoadError(f"importing recipe module {module_name!r} failed: {type(error).__name__}: {error}") from None
+        except _RECIPE_FAILURES as error:
+            raise ModelLoadError(f"importing recipe module {module_name!r} failed: {_failure(error)}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ModelLoadError(f"recipe {ref!r}: the module has no function {function_name!r}")
@@ -88,13 +107,17 @@ def _call(function: Callable, ref: str, device: str) -> Any:
         accepts_device = False
     try:
         return function(device=device) if accepts_device else function()
-    except Exception as error:  # noqa: BLE001
-        raise ModelLoadError(f"the recipe {ref!r} raised {type(error).__name__}: {error}") from None
+    except _RECIPE_FAILURES as error:
+        raise ModelLoadError(f"the recipe {ref!r} raised {_failure(error)}") from None
 
 
-def load_recipe_subject(ref: str, *, inputs: Any, labels: torch.Tensor | None, device: str) -> Subject:
-    """Subject built by the recipe ``ref``; ``inputs`` (tensors) given here replace the recipe's inputs."""
-    result = _call(load_recipe_function(ref), ref, device)
+def load_recipe_subject(ref: str, *, inputs: Any, labels: torch.Tensor | None, device: str,
+                        policy: RecipePolicy | None = None) -> Subject:
+    """Subject built by the recipe ``ref``; ``inputs`` (tensors) given here replace the recipe's inputs.
+
+    ``policy``: who may run which recipes (None: trusted; see :mod:`msa_core.models.policy`).
+    """
+    result = _call(load_recipe_function(ref, policy), ref, device)
     if isinstance(result, tuple) and len(result) == 2:
         result = {"model": result[0], "inputs": result[1]}
     if not isinstance(result, dict) or "model" not in result:

@@ -172,9 +172,7 @@ def _models_module():
     return models
 
 
-class ModelLoadError(ValueError):
-    """A model reference could not be loaded (``msa_core.models.ModelLoadError``, also a ValueError,
-    passes through unchanged; this one wraps a stray KeyError or FileNotFoundError)."""
+from ..models.subject import ModelLoadError  # noqa: E402 - the one class; load_subject wraps stray KeyErrors in it
 
 
 def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu", tasks: str | None = None) -> Any:
