@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from ui import resources, state
-from ui.backend import describe_units, list_builtins
+from ui.backend import describe_run, list_builtins
 from ui.errors import shown
 from ui.text import md_escape
 
@@ -21,7 +21,9 @@ if os.environ.get("MSA_TORCH_THREADS", "").isdigit():  # e.g. 1 on a busy shared
 state.init()
 
 PAGES = [
-    st.Page("pages/model.py", title="Model", icon=":material/memory:", url_path="model", default=True),
+    st.Page("pages/model.py", title="Model", icon=":material/memory:", url_path="home", default=True),
+    # the same page at /model too (a typed or shared /model link opens it, not "Page not found")
+    st.Page("pages/model.py", title="Model", icon=":material/memory:", url_path="model", visibility="hidden"),
     st.Page("pages/run.py", title="Run", icon=":material/play_circle:", url_path="run"),
     st.Page("pages/modes.py", title="Modes", icon=":material/grid_view:", url_path="modes"),
     st.Page("pages/lesion_curves.py", title="Lesion curves", icon=":material/trending_down:", url_path="curves"),
@@ -52,17 +54,15 @@ with st.sidebar:
 
     records = resources.runs_for(*state.choice())
     ids = [None] + [r.id for r in records]
-    labels = {None: "(no run selected)"}
-    for r in records:
-        labels[r.id] = (
-            f"{r.label or r.spec.method} · {r.spec.n_permutations if r.spec.method != 'exact' else 'exact'}"
-            f" · {describe_units(r.spec.units)} · {r.id[:8]}"
-        )
+    labels = {None: "(no run selected)"} | {r.id: describe_run(r) for r in records}
+    linked = resources.record(state.run_id())  # a link may hold a short id, or a run of another model
+    if linked is not None and linked.id != state.run_id():
+        state.set_run(linked.id)
     current = state.run_id() if state.run_id() in ids else None
-    if state.run_id() and current is None and resources.record(state.run_id()) is not None:
-        ids.append(state.run_id())
-        labels[state.run_id()] = state.run_id()[:8]
-        current = state.run_id()
+    if linked is not None and current is None:
+        ids.append(linked.id)
+        labels[linked.id] = describe_run(linked)
+        current = linked.id
     run_key = f"sidebar_run_{state.model()}_{state.inputs()}_{current}_{len(ids)}"
     st.selectbox(
         "Run",
@@ -78,9 +78,10 @@ with st.sidebar:
     st.caption("Multiperturbation Shapley-value Analysis: lesion random combinations of units and give each "
                "unit its Shapley value (a Shapley *mode* for tensor outputs).")
 
-state.sync_query()
+state.begin_run()
 st.session_state[state.APP_RUNNING] = True
 try:
     page.run()
 finally:
     st.session_state[state.APP_RUNNING] = False
+    state.sync_query()  # after the page: it holds the page's own settings too

@@ -382,19 +382,7 @@ def scalarise(values: torch.Tensor, intact: torch.Tensor, empty: torch.Tensor, h
     return flat[:, int(how)].cpu().numpy()
 
 
-# ---------------------------------------------------------------------------------------------- run planning
-def planned_evaluations(method: str, n_players: int, n_permutations: int, estimator_options: Mapping[str, Any] | None = None) -> int:
-    """Game evaluations a run will cost (the Run page's cost estimate)."""
-    from .estimators import METHODS, SamplingEstimator
-
-    if method == "exact":
-        return 2 ** int(n_players)
-    estimator = METHODS[method](**(estimator_options or {}))
-    if isinstance(estimator, SamplingEstimator):
-        return 2 + estimator.n_units(n_players, n_permutations) * estimator.evaluations_per_unit(n_players)
-    return n_permutations * (n_players + 1)
-
-
+# ---------------------------------------------------------------------------------------------- throughput
 def measure_throughput(game: Any, max_seconds: float = 0.3, max_coalitions: int = 256, seed: int = 0) -> float:
     """Evaluations per second of ``game`` on random coalitions: batches of 4, 8, 16, ... until about
     ``max_seconds`` have passed or ``max_coalitions`` were evaluated (the larger batches dominate)."""

@@ -29,6 +29,9 @@ __all__ = [
     "lesion_curve_figure",
     "score_bars",
     "sample_images",
+    "output_names",
+    "output_axis_title",
+    "image_axis_names",
 ]
 
 DIVERGING = "RdBu_r"
@@ -81,6 +84,38 @@ def mode_image(mode: Any, sample: int | str = "mean") -> np.ndarray:
     return m.reshape(-1, *m.shape[-2:]).mean(0)
 
 
+def output_names(labels: Sequence[Any] | None, n_outputs: int, *, positional: bool = False) -> list[str]:
+    """``n_outputs`` distinct names for the flat outputs of a game.
+
+    Labels are used as they are when they are distinct; token outputs (``positional``) and labels that
+    repeat (the two "l" of "hello") are prefixed by their position, ``"3:l"``, so no two outputs ever
+    share a bar or a row. Without labels (or with the wrong number of them): ``"0"``, ``"1"``, ...
+    """
+    if labels is None or len(labels) != n_outputs:
+        return [str(j) for j in range(n_outputs)]
+    names = [str(label) for label in labels]
+    if positional or len(set(names)) < len(names):
+        return [f"{j}:{name}" for j, name in enumerate(names)]
+    return names
+
+
+def output_axis_title(kind: str | None, labels: Sequence[Any] | None = None) -> str:
+    """What a game's outputs are, for an axis title: "digit", "class", "language", "position:token", ..."""
+    if kind == "classes":
+        digits = labels is not None and len(labels) > 0 and all(str(label).isdigit() for label in labels)
+        return "digit" if digits else "class"
+    return {"languages": "language", "tokens": "position:token", "image": "pixel"}.get(kind or "", "output")
+
+
+def image_axis_names(n_axes: int) -> list[str]:
+    """Names of the axes of an image-shaped output: ``(input, channel, row, column)`` for 4 axes,
+    ``(input, row, column)`` for 3, ``(row, column)`` for 2; extra leading axes ``axis 0``, ...."""
+    named = {1: ["index"], 2: ["row", "column"], 3: ["input", "row", "column"], 4: ["input", "channel", "row", "column"]}
+    if n_axes <= 4:
+        return named.get(n_axes, [])
+    return [f"axis {a}" for a in range(n_axes - 4)] + named[4]
+
+
 def _symmetric(limit: float) -> float:
     return limit if limit > 0 and math.isfinite(limit) else 1e-12
 
@@ -114,9 +149,10 @@ def mode_grid(
     fig = make_subplots(
         rows=n_rows,
         cols=n_cols,
-        subplot_titles=[f"{labels[i]} ({totals[i]:+.3g})" for i in order],
-        horizontal_spacing=0.01,
-        vertical_spacing=0.2 / n_rows if n_rows > 1 else 0.05,
+        # two short lines per tile (unit, then its total) stay readable in a grid of eight columns
+        subplot_titles=[f"<b>{labels[i]}</b><br>total {totals[i]:+.3g}" for i in order],
+        horizontal_spacing=0.02,
+        vertical_spacing=0.32 / n_rows if n_rows > 1 else 0.05,
     )
     shared = _symmetric(max((np.abs(img).max() for img in images), default=1.0))
     for k, (unit, img) in enumerate(zip(order, images)):
@@ -138,11 +174,11 @@ def mode_grid(
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed", scaleanchor=None)
     _square_pixels(fig, len(order))
-    fig.update_annotations(font_size=10)
+    fig.update_annotations(font_size=11, yshift=4)
     fig.update_layout(
         title=title,
-        height=max(220, 130 * n_rows + 60),
-        margin=_MARGIN,
+        height=max(240, 165 * n_rows + 60),
+        margin=dict(l=10, r=10, t=60, b=10),
     )
     return fig
 
@@ -154,10 +190,13 @@ def unit_bars(
     output_labels: Sequence[str] | None = None,
     order: str = "total",
     max_units: int = 200,
+    output_title: str = "output",
 ) -> go.Figure:
     """Bars per unit: its total contribution (summed over outputs) or its value for one ``output``.
 
     With one output selected, error bars show the standard error (when the result has one).
+    ``output_labels`` should be distinct (see :func:`output_names`); ``output_title`` names what the
+    outputs are ("digit", "language", ...).
     """
     values = _values(result)
     n = values.shape[0]
@@ -172,7 +211,7 @@ def unit_bars(
     else:
         y = flat[:, int(output)]
         err = se[:, int(output)] if se is not None else None
-        name = (output_labels[int(output)] if output_labels is not None else f"output {output}")
+        name = f"{output_title} {output_labels[int(output)]}" if output_labels is not None else f"{output_title} {output}"
     idx = np.argsort(-y, kind="stable") if order == "total" else np.arange(n)
     idx = idx[:max_units]
     fig = go.Figure(
@@ -186,7 +225,7 @@ def unit_bars(
     )
     fig.update_layout(
         title=f"Shapley value per unit: {name}",
-        xaxis_title="unit",
+        xaxis_title="unit (layer:index)",
         yaxis_title="Shapley value",
         xaxis=dict(type="category"),
         height=340,
@@ -201,10 +240,13 @@ def unit_output_heatmap(
     output_labels: Sequence[str] | None = None,
     order: str = "total",
     max_outputs: int = 64,
+    output_title: str = "output",
 ) -> go.Figure:
     """Unit x output heatmap of the modes (the paper's digit x neuron figure), centred at 0.
 
-    Outputs beyond ``max_outputs`` are averaged into that many bins (e.g. token positions).
+    Outputs beyond ``max_outputs`` are averaged into that many bins (e.g. token positions). Every
+    unit is named on the x axis (small, vertical text when there are many); ``output_title`` names the
+    y axis ("digit", "language", ...).
     """
     values = _values(result)
     n = values.shape[0]
@@ -230,14 +272,16 @@ def unit_output_heatmap(
             zmid=0,
             colorscale=DIVERGING,
             colorbar=dict(title="phi", thickness=10),
-            hovertemplate="unit %{x}<br>output %{y}<br>phi %{z:.4g}<extra></extra>",
+            hovertemplate=f"unit %{{x}}<br>{output_title} %{{y}}<br>phi %{{z:.4g}}<extra></extra>",
         )
     )
+    many = n > 40
     fig.update_layout(
-        title="Shapley modes: output x unit",
-        xaxis=dict(title="unit", type="category", showticklabels=n <= 60),
-        yaxis=dict(title="output", type="category"),
-        height=max(260, 22 * z.shape[0] + 120),
+        title=f"Shapley modes: {output_title} x unit",
+        xaxis=dict(title="unit (layer:index)", type="category", tickangle=-90 if many else None,
+                   tickfont=dict(size=8 if many else 11), tickmode="array", tickvals=[labels[i] for i in idx]),
+        yaxis=dict(title=output_title, type="category"),
+        height=max(260, 22 * z.shape[0] + (200 if many else 120)),
         margin=_MARGIN,
     )
     return fig
@@ -249,6 +293,7 @@ def unit_detail(
     *,
     output_labels: Sequence[str] | None = None,
     sample: int | str = "mean",
+    output_title: str = "output",
 ) -> go.Figure:
     """One unit's mode and its standard error: two heatmaps for images, bars with error bars otherwise."""
     values = _values(result)
@@ -262,7 +307,8 @@ def unit_detail(
         fig = make_subplots(rows=1, cols=2, subplot_titles=["mode", "standard error"], horizontal_spacing=0.12)
         fig.add_trace(
             go.Heatmap(z=img, zmin=-limit, zmax=limit, zmid=0, colorscale=DIVERGING,
-                       colorbar=dict(x=0.44, thickness=10, title="phi")),
+                       colorbar=dict(x=0.44, thickness=10, title="phi"),
+                       hovertemplate="row %{y}, column %{x}<br>phi %{z:.4g}<extra></extra>"),
             row=1, col=1,
         )
         if se is not None:
@@ -272,7 +318,8 @@ def unit_detail(
             )
         fig.update_yaxes(autorange="reversed", showticklabels=False)
         fig.update_xaxes(showticklabels=False)
-        fig.update_layout(title=f"unit {labels[unit]}", height=360, margin=_MARGIN)
+        where = "mean over inputs" if sample == "mean" or mode.ndim <= 2 else f"input {sample}"
+        fig.update_layout(title=f"unit {labels[unit]} ({where})", height=360, margin=_MARGIN)
         return fig
     flat = mode.reshape(-1)
     err = se.reshape(-1) if se is not None else None
@@ -288,7 +335,7 @@ def unit_detail(
     )
     fig.update_layout(
         title=f"unit {labels[unit]}: mode with standard errors",
-        xaxis=dict(title="output", type="category"),
+        xaxis=dict(title=output_title, type="category"),
         yaxis_title="Shapley value",
         height=340,
         margin=_MARGIN,
@@ -296,28 +343,37 @@ def unit_detail(
     return fig
 
 
-def top_outputs(result: Any, unit: int, *, output_labels: Sequence[str] | None = None, k: int = 10) -> pd.DataFrame:
-    """The ``k`` outputs a unit moves most (largest |value|), with value, standard error and z-score."""
+def top_outputs(result: Any, unit: int, *, output_labels: Sequence[str] | None = None, k: int = 10,
+                output_title: str = "output") -> pd.DataFrame:
+    """The ``k`` outputs a unit moves most (largest |value|), with value, standard error and z-score.
+
+    Vector outputs: one column ``output_title`` with the output's name. Image-shaped outputs: one
+    column per axis (``input``, ``channel``, ``row``, ``column``; see :func:`image_axis_names`).
+    """
     values = _values(result)
     flat = values[unit].reshape(-1)
     stderr = getattr(result, "stderr", None)
     se = as_numpy(stderr)[unit].reshape(-1) if stderr is not None else np.full_like(flat, np.nan)
     shape = values.shape[1:]
-    if output_labels is not None and len(output_labels) == flat.size:
-        names = list(output_labels)
-    else:
-        names = [str(tuple(int(a) for a in np.unravel_index(j, shape))) if shape else "()" for j in range(flat.size)]
     idx = np.argsort(-np.abs(flat), kind="stable")[:k]
     with np.errstate(divide="ignore", invalid="ignore"):
         z = flat[idx] / se[idx]
-    return pd.DataFrame({"output": [names[j] for j in idx], "value": flat[idx], "stderr": se[idx], "z": z})
+    if is_image_output(shape):
+        where = np.unravel_index(idx, shape)
+        columns = {name: where[a].astype(int) for a, name in enumerate(image_axis_names(len(shape)))}
+    else:
+        names = output_names(output_labels, flat.size) if shape else ["()"]
+        columns = {output_title: [names[j] for j in idx]}
+    return pd.DataFrame({**columns, "value": flat[idx], "stderr": se[idx], "z": z})
 
 
 def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str = "Lesion curves") -> go.Figure:
     """Lesion curves: deterministic orders as lines, random orders as their mean with a shaded band.
 
     ``curves``: a mapping (or an object with these attributes) with keys ``removed``, ``curves``
-    (name -> values), ``random_mean``, ``random_low``, ``random_high`` and ``n_random``.
+    (name -> values), ``random_mean``, ``random_low``, ``random_high``, ``n_random`` and optionally
+    ``random_name`` (the legend entry of the random mean, e.g. with its AUC). The legend sits below the
+    axes, never over the data.
     """
     get = curves.get if isinstance(curves, dict) else (lambda key, default=None: getattr(curves, key, default))
     x = np.asarray(get("removed"))
@@ -328,14 +384,22 @@ def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([high, low[::-1]]),
                                  fill="toself", fillcolor="rgba(120,120,120,0.2)", line=dict(width=0),
                                  name=f"random orders (95% band, {n_random})", hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=np.asarray(get("random_mean")), name="random orders (mean)",
+        fig.add_trace(go.Scatter(x=x, y=np.asarray(get("random_mean")),
+                                 name=get("random_name", None) or "random orders (mean)",
                                  line=dict(color="grey", dash="dash")))
     palette = ["#c0392b", "#2c7fb8", "#27ae60", "#8e44ad", "#e67e22"]
     for k, (name, y) in enumerate(dict(get("curves")).items()):
         fig.add_trace(go.Scatter(x=x, y=np.asarray(y), name=name, mode="lines+markers", marker_size=4,
                                  line=dict(color=palette[k % len(palette)])))
-    fig.update_layout(title=title, xaxis_title="units removed", yaxis_title=y_title, height=440,
-                      margin=_MARGIN, legend=dict(orientation="h", y=-0.2))
+    ys = np.concatenate([np.asarray(y, dtype=np.float64).reshape(-1) for y in dict(get("curves")).values()]
+                        + ([np.asarray(get("random_mean"), dtype=np.float64)] if n_random else []) or [np.zeros(1)])
+    if ys.size and float(ys.max() - ys.min()) <= 1e-9 * (1.0 + float(np.abs(ys).max())):
+        # a constant objective (e.g. mean class probability, always 1 / n_classes): no axis of rounding noise
+        middle = float(ys.mean())
+        fig.update_yaxes(range=[middle - 0.05 * (abs(middle) or 1.0), middle + 0.05 * (abs(middle) or 1.0)])
+    fig.update_layout(title=title, xaxis_title="units removed", yaxis_title=y_title, height=520,
+                      margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0))
     return fig
 
 

@@ -51,9 +51,10 @@ def unit_grid_figure(
 ) -> dict[str, Any]:
     """The units as a clickable grid of cells coloured by Shapley value; lesioned cells crossed out.
 
-    A Plotly *scatter* (a heatmap returns no click events in Streamlit) as a plain figure dict: one
-    trace, one square marker per unit with ``customdata`` = unit index; a lesioned unit is a crossed
-    square with a black edge. Plain lists rather than ``go`` objects: ``st.plotly_chart`` validates the dict once,
+    A Plotly *scatter* (a heatmap returns no click events in Streamlit) as a plain figure dict: the
+    first trace holds one square marker per unit with ``customdata`` = unit index and the unit's name
+    on hover; a lesioned unit is a crossed square with a black edge. Two point-less traces after it
+    make the legend (intact, lesioned) and the colour bar says what the colour is. Plain lists rather than ``go`` objects: ``st.plotly_chart`` validates the dict once,
     instead of once more after Plotly's object-by-object construction.
 
     Args:
@@ -88,17 +89,26 @@ def unit_grid_figure(
     widths = [2 if i in off else 1 for i in range(n)]
     traces: list[dict[str, Any]] = [{
         "type": "scatter", "mode": "markers", "name": "units", "x": xs, "y": ys, "customdata": list(range(n)),
-        "text": labels, "hovertemplate": "%{text}<br>phi %{marker.color:.4g}<br>click to toggle<extra></extra>",
+        "text": labels, "showlegend": False,
+        "hovertemplate": "unit %{text}<br>" + ("Shapley value %{marker.color:.4g}<br>" if np.any(v) else "")
+                         + "click to toggle<extra></extra>",
         "marker": {"symbol": symbols, "size": cell, "color": [float(x) for x in v], "colorscale": PLOTLY_DIVERGING,
                    "cmin": -limit, "cmax": limit, "line": {"width": widths, "color": edges},
-                   "colorbar": {"title": {"text": "phi"}, "thickness": 10}, "showscale": bool(np.any(v))},
+                   "colorbar": {"title": {"text": "Shapley<br>value", "side": "top"}, "thickness": 10},
+                   "showscale": bool(np.any(v))},
         # a click selects a point; keep every cell at full opacity whatever is selected
         "selected": {"marker": {"opacity": 1}}, "unselected": {"marker": {"opacity": 1}},
     }]
+    for name, symbol, edge in (("intact unit", "square", "#bbbbbb"), ("lesioned unit (click to restore)", "square-x", "black")):
+        traces.append({"type": "scatter", "mode": "markers", "name": name, "x": [None], "y": [None],
+                       "hoverinfo": "skip", "marker": {"symbol": symbol, "size": 14, "color": "white",
+                                                       "line": {"width": 2, "color": edge}}})
     return {
         "data": traces,
         "layout": {
-            "height": n_rows * (cell + 6) + 40, "margin": {"l": 5, "r": 5, "t": 5, "b": 5}, "showlegend": False,
+            "height": n_rows * (cell + 6) + 70, "margin": {"l": 5, "r": 5, "t": 35, "b": 5}, "showlegend": True,
+            "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "itemclick": False,
+                       "itemdoubleclick": False},
             "clickmode": "event+select", "dragmode": False, "plot_bgcolor": "white",
             "xaxis": {"visible": False, "range": [-0.6, n_cols - 0.4], "fixedrange": True},
             "yaxis": {"visible": False, "range": [n_rows - 0.4, -0.6], "fixedrange": True},
@@ -107,14 +117,15 @@ def unit_grid_figure(
 
 
 def _bars_option(categories: list[str], series: list[tuple[str, np.ndarray, str]], *, title: str, y_title: str,
-                 y_max: float | None = None) -> dict[str, Any]:
+                 y_max: float | None = None, x_title: str = "") -> dict[str, Any]:
     return {
         "animation": False,
         "title": {"text": title, "textStyle": {"fontSize": 14}},
         "legend": {"right": 10, "top": 0},
         "tooltip": {"trigger": "axis"},
-        "grid": {"left": 50, "right": 10, "top": 40, "bottom": 30, "containLabel": True},
-        "xAxis": {"type": "category", "data": categories, "axisLabel": {"interval": 0, "hideOverlap": True}},
+        "grid": {"left": 50, "right": 10, "top": 40, "bottom": 45 if x_title else 30, "containLabel": True},
+        "xAxis": {"type": "category", "data": categories, "axisLabel": {"interval": 0, "hideOverlap": True},
+                  "name": x_title, "nameLocation": "middle", "nameGap": 28},
         "yAxis": {"type": "value", "name": y_title, "max": y_max},
         "series": [{"type": "bar", "name": name, "data": [round(float(x), 6) for x in values],
                     "itemStyle": {"color": colour}} for name, values, colour in series],
@@ -122,14 +133,17 @@ def _bars_option(categories: list[str], series: list[tuple[str, np.ndarray, str]
 
 
 def score_comparison_option(intact: Any, edited: Any, *, labels: Sequence[str] | None = None, title: str = "",
-                            y_title: str = "score") -> dict[str, Any]:
+                            y_title: str = "score", x_title: str = "") -> dict[str, Any]:
     """ECharts grouped bars of a vector score (per-class accuracy, per-language score), intact vs edited.
 
-    ``intact``, ``edited``: ``(k,)`` (or any shape with ``k`` elements); ``labels``: ``k`` names.
+    ``intact``, ``edited``: ``(k,)`` (or any shape with ``k`` elements); ``labels``: ``k`` names (repeated
+    names are numbered, see :func:`msa_core.figures.output_names`); ``x_title``: what they are ("digit").
     """
+    from .figures import output_names
+
     a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
-    x = [str(label) for label in labels] if labels is not None and len(labels) == a.size else [str(j) for j in range(a.size)]
-    return _bars_option(x, [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)], title=title, y_title=y_title)
+    return _bars_option(output_names(labels, a.size), [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)],
+                        title=title, y_title=y_title, x_title=x_title)
 
 
 def token_probability_option(tokens: Sequence[str], intact: Any, edited: Any, *, title: str = "") -> dict[str, Any]:
@@ -140,7 +154,7 @@ def token_probability_option(tokens: Sequence[str], intact: Any, edited: Any, *,
     a, b = as_numpy(intact).reshape(-1), as_numpy(edited).reshape(-1)
     x = [f"{k}:{token}" for k, token in enumerate(tokens)]
     return _bars_option(x, [("intact", a, INTACT_COLOUR), ("edited", b, EDITED_COLOUR)], title=title,
-                        y_title="p(token)", y_max=1.0)
+                        y_title="p(token)", y_max=1.0, x_title="position:token")
 
 
 def diverging_rgb(values: np.ndarray, limit: float) -> np.ndarray:

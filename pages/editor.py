@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 from msa_core import editor as ed
+from msa_core import figures
 from msa_core import live_views as live
 from ui import resources, state
 from ui.errors import message, shown
@@ -41,6 +42,17 @@ else:
             "to colour them by Shapley value. You can still click units to lesion them.")
 key = f"{state.model()}|{state.inputs() or ''}|{record.id if record else 'default'}"
 labels = editor.unit_labels
+if key not in st.session_state.get(state.LESIONED, {}):  # first visit of these units: a link's lesion set
+    with shown("Reading the lesion set in the link"):
+        linked = [int(u) for u in (state.url_value("lesioned") or "").split(",") if u.strip()]
+        if any(not 0 <= u < editor.n_units for u in linked):
+            raise ValueError(f"the link lesions units outside 0..{editor.n_units - 1}")
+        state.set_lesioned(key, linked)
+
+
+def keep_in_url() -> None:
+    """The lesion set in the URL (unit indices), so a copied link reopens the same edit."""
+    state.set_url_value("lesioned", state.encode(state.lesioned(key)) or None)
 
 
 def toggle(chart_key: str) -> None:
@@ -82,14 +94,17 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
         if score.numel() > 1:
             if "probability" not in name:  # mean class probability is always 1 / n_classes
                 st.metric(f"Mean {name}", f"{float(score.mean()):.3f}", delta=f"{float(score.mean() - before.mean()):+.3f}")
-            st.echarts_chart(live.score_comparison_option(before, score, labels=label_list, title=name, y_title=name),
+            axis = figures.output_axis_title(subject.objective_kind(name), label_list)
+            st.echarts_chart(live.score_comparison_option(before, score, labels=label_list, title=name, y_title=name,
+                                                          x_title=axis),
                              key=f"editor_score_{name}", height=300)
         else:
             st.metric(name, f"{float(score):.4f}", delta=f"{float(score - before):+.4f}")
     words = (subject.samples or {}).get("words")
     if words and any(name.startswith("token") for name in subject.objectives):
         token_name = next(name for name in subject.objectives if name.startswith("token"))
-        word = st.selectbox("Token probabilities of the word", list(words), key="editor_word")
+        word = state.url_widget(st.selectbox, "Token probabilities of the word", "word", options=list(words),
+                                default=list(words)[0])
         token_editor = resources.editor(state.model(), units, lesion, f"{token_name}:{word}", inputs=state.inputs())
         t_base, t_edit = token_editor.intact, token_editor.evaluate(edited.lesioned)
         tokens = subject.objective_labels(f"{token_name}:{word}") or [str(i) for i in range(t_base.outputs.numel())]
@@ -130,9 +145,10 @@ def export_panel() -> None:
 def editor_body() -> None:
     """Grid, presets and live output; a click reruns only this fragment."""
     lesioned = state.lesioned(key)
-    p1, p2, p3, p4 = st.columns([1, 1, 1, 1])
-    k = p1.number_input("k", 1, max(1, editor.n_units), min(5, editor.n_units), key="editor_k",
-                        label_visibility="collapsed")
+    p1, p2, p3, p4 = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    k = state.url_widget(p1.number_input, "k (units per preset)", "top_k", default=min(5, editor.n_units),
+                         min_value=1, max_value=max(1, editor.n_units), step=1,
+                         help="How many units the top-k and bottom-k presets lesion.")
     has_values = record is not None and bool(np.any(values))
     if p2.button(f"Lesion top-{k}", disabled=not has_values, width="stretch"):
         state.set_lesioned(key, ed.top_k(values, int(k)))
@@ -141,6 +157,7 @@ def editor_body() -> None:
     if p4.button("Clear", width="stretch"):
         state.set_lesioned(key, [])
     lesioned = state.lesioned(key)
+    keep_in_url()
     left, right = st.columns([2, 3])
     with right:  # the output first: its deltas reach the browser before the grid's
         started = time.perf_counter()

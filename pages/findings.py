@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from msa_core import figures
 from ui import resources, state
 from ui.errors import shown
 
@@ -20,7 +21,8 @@ if record is not None:
         from msa_core.analysis import concentration_table
 
         subject = resources.subject(record.spec.model, record.spec.inputs)
-        labels = subject.objective_labels(record.spec.objective or subject.default_objective)
+        objective_name = record.spec.objective or subject.default_objective
+        labels = subject.objective_labels(objective_name)
         flat = record.result.values.reshape(record.result.n_players, -1).shape[1]
         if flat <= 64:
             table = concentration_table(record.result, output_labels=labels if labels and len(labels) == flat else None)
@@ -28,6 +30,8 @@ if record is not None:
             table = concentration_table(record.result.values.reshape(record.result.n_players, -1).mean(1, keepdim=True))
         st.caption("Index of distributed computation (normalised entropy of squared mean contributions: 1 = evenly "
                    "spread, 0 = one hub) and hub share (fraction of units carrying 80% of the summed |contribution|).")
+        table.index.name = figures.output_axis_title(subject.objective_kind(objective_name), labels) \
+            if flat <= 64 else "output"
         st.dataframe(table.head(65), width="stretch")
 else:
     st.info("Select a run in the sidebar to see its concentration of computation.")

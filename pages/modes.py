@@ -1,10 +1,12 @@
-"""Modes page: the Shapley modes of the selected run (image grids, unit bars, unit x output heatmap, unit detail)."""
+"""Modes page: the Shapley modes of the selected run (image grids, unit bars, unit x output heatmap, unit detail).
+Every choice on the page is in the URL (order, output or image, colour scale, units shown, selected unit)."""
 
 import streamlit as st
 
 from msa_core import figures
 from ui import resources, state
 from ui.errors import shown
+from ui.text import md_escape
 
 state.page_setup()
 st.title("Shapley modes")
@@ -17,10 +19,16 @@ if record is None:
     st.stop()
 
 result = record.result
-labels = None
+objective_name = record.spec.objective
+labels, kind = None, None
 with shown("Reading the output labels"):
     subject = resources.subject(record.spec.model, record.spec.inputs)
-    labels = subject.objective_labels(record.spec.objective or subject.default_objective)
+    objective_name = objective_name or subject.default_objective
+    labels = subject.objective_labels(objective_name)
+    kind = subject.objective_kind(objective_name)
+n_flat = result.values[0].numel()
+names = figures.output_names(labels, n_flat, positional=kind == "tokens")
+axis = figures.output_axis_title(kind, labels)
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Units", result.n_players)
@@ -28,38 +36,45 @@ c2.metric("Output shape", " x ".join(map(str, result.output_shape)) or "scalar")
 c3.metric("Evaluations", f"{result.n_evaluations:,}")
 c4.metric("Efficiency gap", f"{result.efficiency_gap():.2g}",
           help="max |sum of modes - (v(all intact) - v(all lesioned))|: zero up to rounding.")
-st.caption(f"Run {record.id[:8]} · {record.spec.model} · objective {record.spec.objective or 'default'} · "
+st.caption(f"Run {record.id[:8]} · {md_escape(record.spec.model)} · objective {md_escape(objective_name)} · "
            f"{result.method} · {result.n_samples} samples · seed {result.seed}")
+if kind == "tokens" and labels:
+    word = objective_name.split(":", 1)[1] if ":" in objective_name else "".join(labels[:-1])
+    st.info(f"The outputs are the log-probabilities of each next token of the text **{md_escape(word)}**, labelled "
+            "position:token (the last one, `<eos>`, is the end of the word).", icon=":material/text_fields:")
 
-order_name = st.radio("Order units by", ["total", "abs", "index"], horizontal=True,
-                      format_func={"total": "total contribution", "abs": "|total contribution|",
-                                   "index": "unit index"}.get)
+order_name = state.url_widget(st.radio, "Order units by", "order", options=["total", "abs", "index"], default="total",
+                              horizontal=True, format_func={"total": "total contribution", "abs": "|total contribution|",
+                                                            "index": "unit index"}.get)
 order = figures.unit_order(result, order_name)
 totals = result.total_contribution().numpy()
-if "modes_unit" not in st.session_state or st.session_state["modes_unit"] >= result.n_players:
-    st.session_state["modes_unit"] = int(order[0])
+units = [int(i) for i in order]
 
 if figures.is_image_output(result.output_shape):
     cols = st.columns(3)
     n_samples = result.output_shape[0] if len(result.output_shape) > 2 else 1
-    sample = cols[0].selectbox("Image", ["mean"] + list(range(n_samples)) if n_samples > 1 else ["mean"],
-                               format_func=lambda s: "mean over inputs" if s == "mean" else f"input {s}")
-    scale = cols[1].radio("Colour scale", ["shared", "per-unit"], horizontal=True)
-    max_units = cols[2].slider("Units shown", 4, min(128, result.n_players), min(32, result.n_players)) \
-        if result.n_players > 4 else result.n_players
+    sample = state.url_widget(cols[0].selectbox, "Image", "image",
+                              options=["mean"] + list(range(n_samples)) if n_samples > 1 else ["mean"], default="mean",
+                              format_func=lambda s: "mean over inputs" if s == "mean" else f"input {s}")
+    scale = state.url_widget(cols[1].radio, "Colour scale", "scale", options=["shared", "per-unit"], default="shared",
+                             horizontal=True)
+    if result.n_players > 4:
+        max_units = state.url_widget(cols[2].slider, "Units shown", "shown", default=min(32, result.n_players),
+                                     min_value=4, max_value=min(128, result.n_players))
+    else:
+        max_units = result.n_players
     with shown("Drawing the mode grid"):
         st.plotly_chart(figures.mode_grid(result, units=order, sample=sample, scale=scale, max_units=max_units),
                         key="modes_grid")
 else:
     sample = "mean"
-    outputs = ["total"] + list(range(result.values[0].numel()))
-    output = st.selectbox("Bars show", outputs,
-                          format_func=lambda o: "total over outputs" if o == "total" else
-                          (labels[o] if labels and len(labels) == len(outputs) - 1 else f"output {o}"))
+    output = state.url_widget(st.selectbox, "Bars show", "output", options=["total"] + list(range(n_flat)),
+                              default="total",
+                              format_func=lambda o: "total over outputs" if o == "total" else f"{axis} {names[o]}")
     with shown("Drawing the unit bars"):
         event = st.plotly_chart(
-            figures.unit_bars(result, output=None if output == "total" else int(output), output_labels=labels,
-                              order="total" if order_name != "index" else "index"),
+            figures.unit_bars(result, output=None if output == "total" else int(output), output_labels=names,
+                              order="total" if order_name != "index" else "index", output_title=axis),
             key="modes_bars", on_select="rerun", selection_mode="points",
         )
         points = event.selection.points if event is not None else []
@@ -67,17 +82,19 @@ else:
             clicked = str(points[0].get("x"))
             if clicked in result.unit_labels:
                 st.session_state["modes_unit"] = result.unit_labels.index(clicked)
-        st.plotly_chart(figures.unit_output_heatmap(result, output_labels=labels, order=order_name),
+        st.plotly_chart(figures.unit_output_heatmap(result, output_labels=names, order=order_name, output_title=axis),
                         key="modes_heatmap")
 
 st.markdown("#### Unit detail")
 st.caption("Click a bar above or pick a unit here.")
-unit = st.selectbox("Unit", [int(i) for i in order], key="modes_unit",
-                    format_func=lambda i: f"{result.unit_labels[i]} (total {totals[i]:+.4g})")
+top_unit = int(figures.unit_order(result, "total")[0])  # the default whatever the order (a stable link)
+unit = state.url_widget(st.selectbox, "Unit", "unit", options=units, default=top_unit, key="modes_unit",
+                        format_func=lambda i: f"{result.unit_labels[i]} (total {totals[i]:+.4g})")
 left, right = st.columns([3, 2])
 with left, shown("Drawing the unit detail"):
-    st.plotly_chart(figures.unit_detail(result, unit, output_labels=labels, sample=sample), key="modes_detail")
+    st.plotly_chart(figures.unit_detail(result, unit, output_labels=names, sample=sample, output_title=axis),
+                    key="modes_detail")
 with right:
     st.markdown("Top outputs (largest |value|)")
-    st.dataframe(figures.top_outputs(result, unit, output_labels=labels, k=10), hide_index=True,
+    st.dataframe(figures.top_outputs(result, unit, output_labels=names, k=10, output_title=axis), hide_index=True,
                  width="stretch")

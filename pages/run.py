@@ -6,11 +6,13 @@ import time
 import pandas as pd
 import streamlit as st
 
-from msa_core.editor import planned_evaluations
-from msa_core.estimators import MAX_EXACT_PLAYERS, METHODS
+from msa_core.estimators import MAX_EXACT_PLAYERS, METHOD_DESCRIPTIONS, METHODS
 from ui import resources, state
-from ui.backend import RunSpec, describe_units
+from ui.backend import RunSpec, describe_units, progress_text, run_budget
 from ui.errors import message, shown
+from ui.run_cost import run_cost, run_plan
+
+DEFAULT_BUDGET = 2_000  # game evaluations: seconds on the built-in models
 
 state.page_setup()
 st.title("Run")
@@ -38,9 +40,7 @@ def job_panel(job: str) -> None:
         st.session_state.pop(state.JOB, None)
         return
     if status.active:
-        eta = f"{status.eta_s:.0f} s left" if status.eta_s is not None else "estimating time left"
-        st.progress(status.fraction, text=f"{status.state}: {status.done:,} / {status.total:,} evaluations · "
-                                          f"{status.evals_per_s:,.0f} evaluations/s · {eta}")
+        st.progress(status.fraction if status.total else 0.0, text=progress_text(status))
         if st.button("Cancel the run", icon=":material/cancel:", key=f"cancel_{job}"):
             resources.runner().cancel(job)
         return
@@ -71,65 +71,85 @@ if done_id and done_id == state.run_id():
     c2.page_link("pages/lesion_curves.py", label="Lesion curves", icon=":material/trending_down:")
     c3.page_link("pages/editor.py", label="Edit the model", icon=":material/ads_click:")
 
-# ------------------------------------------------------------------ the form
+# ------------------------------------------------------------------ the form (every setting in the URL)
 layer_paths = [layer.path for layer in subject.layers]
 presets = dict(subject.unit_presets or {})
 choices = ["default"] + list(presets) + ["custom layers"]
 left, right = st.columns(2)
 with left:
-    pick = st.radio("Units", choices, horizontal=True, key=f"units_mode_{state.model()}",
-                    format_func=lambda c: f"default ({describe_units(subject.default_units)})" if c == "default" else c)
-    units = None
+    pick = state.url_widget(st.radio, "Units", "units", options=choices, default="default", horizontal=True,
+                            format_func=lambda c: f"default ({describe_units(subject.default_units)})"
+                            if c == "default" else c)
+    units, preset = None, None
     if pick == "custom layers":
-        picked = st.multiselect("Layers", layer_paths, default=[], key=f"units_layers_{state.model()}",
-                                help="Every unit of each chosen layer is a player.")
+        picked = state.url_widget(st.multiselect, "Layers", "layers", options=layer_paths, default=[],
+                                  help="Every unit of each chosen layer is a player.")
         units = tuple(picked) if picked else None
         if not picked:
             st.info("Choose at least one layer (or use the default units).")
     elif pick != "default":
-        units = (pick,)
+        preset = pick
     objectives = list(subject.objectives)
-    objective = st.selectbox("Objective", objectives, index=objectives.index(subject.default_objective)
-                             if subject.default_objective in objectives else 0, key=f"objective_{state.model()}")
-    lesion = st.selectbox("Lesion", ["zero", "mean", "skip"],
-                          index=["zero", "mean", "skip"].index(getattr(subject, "default_lesion", "zero")),
-                          help="zero: set the unit's activation to 0; mean: to its mean over the inputs; "
-                               "skip: -inf (remove an expert from routing). Experts are always skipped.")
+    objective = state.url_widget(st.selectbox, "Objective", "objective", options=objectives,
+                                 default=subject.default_objective if subject.default_objective in objectives
+                                 else objectives[0])
+    lesion = state.url_widget(st.selectbox, "Lesion", "lesion", options=["zero", "mean", "skip"],
+                              default=getattr(subject, "default_lesion", "zero"),
+                              help="zero: set the unit's activation to 0; mean: to its mean over the inputs; "
+                                   "skip: -inf (remove an expert from routing). Experts are always skipped.")
 with right:
     methods = list(METHODS)
-    method = st.selectbox("Estimator", methods, index=methods.index("permutation") if "permutation" in methods else 0,
-                          help="permutation: random join orders; antithetic: each order with its reverse; owen: "
-                               "stratified; exact: all 2^n coalitions (n <= 20).")
-    n_perm = st.number_input("Budget (permutations)", min_value=1, max_value=100_000, value=20, step=10,
-                             disabled=method == "exact")
-    seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0)
-    label = st.text_input("Label (optional)", value="")
+    method = state.url_widget(st.selectbox, "Estimator", "method", options=methods,
+                              default="auto" if "auto" in methods else "permutation",
+                              format_func=lambda m: f"{m}: {METHOD_DESCRIPTIONS.get(m, '')}".rstrip(": "),
+                              help="How the Shapley values are estimated; every method spends the same budget "
+                                   "of game evaluations.")
+    st.caption(f"**{method}**: {METHOD_DESCRIPTIONS.get(method, '')}")
+    options = {}
+    if method == "topk":
+        options["k"] = int(state.url_widget(st.number_input, "k (how many top units to settle)", "k", default=5,
+                                            min_value=1, max_value=10_000, step=1,
+                                            help="topk stops once it knows which k units have the largest "
+                                                 "values; the others' values stay rough."))
+    budget = state.url_widget(st.number_input, "Budget (game evaluations)", "budget", default=DEFAULT_BUDGET,
+                              min_value=1, max_value=100_000_000, step=500, disabled=method == "exact",
+                              help="Coalitions of lesioned units the model is run on. Exact values need 2^n.")
+    seed = state.url_widget(st.number_input, "Seed", "seed", default=0, min_value=0, max_value=2**31 - 1)
+    label = state.url_widget(st.text_input, "Label (optional)", "label", default="")
 
-n_players = None
-rate = None
+spec = RunSpec(model=state.model(), units=units, preset=preset, objective=objective, lesion=lesion, method=method,
+               budget=int(budget), options=options, seed=int(seed), label=label,
+               inputs=state.inputs())
+cost, n_players, too_big = None, None, False
+incomplete = pick == "custom layers" and units is None
 with shown("Estimating the cost"):
-    rate, n_players = resources.throughput(state.model(), resources.game_units(subject, units), objective, lesion,
-                                           state.inputs())
-if n_players is not None:
-    too_big = method == "exact" and n_players > MAX_EXACT_PLAYERS
-    evaluations = planned_evaluations(method, n_players, int(n_perm)) if not too_big else None
+    if not incomplete:
+        n_players = run_plan(spec)["n_players"]
+        too_big = method == "exact" and n_players > MAX_EXACT_PLAYERS
+        if not too_big:
+            cost = run_cost(spec)
+if cost is not None or too_big:
     c1, c2, c3 = st.columns(3)
-    c1.metric("Players (units)", n_players)
-    c2.metric("Evaluations", f"{evaluations:,}" if evaluations else "too many")
-    c3.metric("Expected time", f"{evaluations / rate:.1f} s" if evaluations and rate else "n/a",
-              help=f"Measured here at {rate:,.0f} evaluations/s." if rate else None)
+    c1.metric("Players (units)", cost["n_players"] if cost else n_players)
+    c2.metric("Evaluations", f"{cost['evaluations']:,}" if cost else "too many",
+              help="an adaptive method's cap" if method == "topk" else None)
+    if cost:
+        low, high = cost["seconds_low"], cost["seconds_high"]
+        c3.metric("Expected time", f"{low:.1f} s" if cost["complete"] or high - low < 0.05 * high + 0.05
+                  else f"{low:.1f} to {high:.1f} s",
+                  help=f"From timing real batches of this run here ({cost['evaluations_per_second']:,.0f} "
+                       "evaluations/s)." + (" The probe finished the whole run: that is its measured time."
+                                           if cost["complete"] else ""))
     if too_big:
         st.error(f"Exact values need 2^{n_players} coalitions: choose at most {MAX_EXACT_PLAYERS} units or a "
                  "sampling estimator.")
-    launch = st.button("Launch the run", type="primary", icon=":material/play_arrow:",
-                       disabled=too_big or bool(job_id) or (pick == "custom layers" and units is None))
-    if launch:
-        spec = RunSpec(model=state.model(), units=units, objective=objective, lesion=lesion, method=method,
-                       n_permutations=int(n_perm), seed=int(seed), label=label, inputs=state.inputs())
-        with shown("Launching the run"):
-            st.session_state[state.JOB] = resources.runner().submit(spec)
-            st.session_state[state.JOB_SPEC] = spec
-            st.rerun()
+launch = st.button("Launch the run", type="primary", icon=":material/play_arrow:",
+                   disabled=too_big or bool(job_id) or incomplete)
+if launch:
+    with shown("Launching the run"):
+        st.session_state[state.JOB] = resources.runner().submit(spec)
+        st.session_state[state.JOB_SPEC] = spec
+        st.rerun()
 
 # ------------------------------------------------------------------ cached runs
 st.markdown("#### Stored runs of this model")
@@ -138,9 +158,9 @@ if not records:
     st.caption("None yet: launch one above (the default budget finishes in seconds).")
 else:
     table = pd.DataFrame([
-        {"run": r.id[:8], "label": r.label, "units": describe_units(r.spec.units), "objective": r.spec.objective or "default",
+        {"run": r.id[:8], "label": r.label, "units": r.spec.preset or describe_units(r.spec.units), "objective": r.spec.objective or "default",
          "lesion": r.spec.lesion, "method": r.spec.method,
-         "budget": r.spec.n_permutations if r.spec.method != "exact" else "exact",
+         "budget": run_budget(r.spec), "method options": ", ".join(f"{k}={v}" for k, v in r.spec.options) or "",
          "seconds": round(float(r.elapsed_s or 0.0), 2),
          "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))}
         for r in records

@@ -81,3 +81,43 @@ def test_lesion_curve_figure_from_either_form():
     as_dict = {"removed": x, "curves": {"a": x, "b": x}, "random_mean": x, "random_low": x, "random_high": x,
                "n_random": 0}
     assert len(F.lesion_curve_figure(as_dict).data) == 2
+
+
+def test_output_names_are_distinct_for_repeated_letters_and_tokens():
+    # "hello" + end of word: two "l" outputs must stay two bars, two rows, two table entries
+    tokens = list("hello") + ["<eos>"]
+    names = F.output_names(tokens, 6, positional=True)
+    assert names == ["0:h", "1:e", "2:l", "3:l", "4:o", "5:<eos>"]
+    assert F.output_names(list("hello"), 5)[2:4] == ["2:l", "3:l"]  # repeats are numbered even when not tokens
+    assert F.output_names(["a", "b"], 2) == ["a", "b"] and F.output_names(None, 3) == ["0", "1", "2"]
+    assert F.output_names(["a"], 2) == ["0", "1"]  # wrong count: positions, never a misleading label
+    r = _result(shape=(6,))
+    bars = F.unit_detail(r, 0, output_labels=names, output_title="position:token")
+    assert list(bars.data[0].x) == names and bars.layout.xaxis.title.text == "position:token"
+    heat = F.unit_output_heatmap(r, output_labels=names, output_title="position:token")
+    assert len(set(heat.data[0].y)) == 6 and heat.layout.yaxis.title.text == "position:token"
+    assert list(heat.layout.xaxis.tickvals) == [r.unit_labels[i] for i in F.unit_order(r)]  # every unit named
+
+
+def test_axis_titles_and_image_axis_names():
+    assert F.output_axis_title("classes", [str(d) for d in range(10)]) == "digit"
+    assert F.output_axis_title("classes", ["cat", "dog"]) == "class"
+    assert F.output_axis_title("languages") == "language" and F.output_axis_title(None) == "output"
+    table = F.top_outputs(_result(shape=(2, 1, 8, 8)), 0, k=3)
+    assert list(table.columns) == ["input", "channel", "row", "column", "value", "stderr", "z"]
+    assert table[["input", "channel", "row", "column"]].max().tolist() <= [1, 0, 7, 7]
+    assert list(F.top_outputs(_result(shape=(4,)), 0, output_labels=list("abcd"), output_title="digit").columns)[0] == "digit"
+
+
+def test_mode_grid_tiles_name_the_unit_and_its_total_on_two_lines():
+    fig = F.mode_grid(_result(shape=(1, 8, 8), n=3))
+    titles = [a.text for a in fig.layout.annotations]
+    assert all(t.startswith("<b>L:") and "<br>total " in t for t in titles)
+
+
+def test_a_constant_lesion_curve_gets_a_readable_axis():
+    flat = {"removed": np.arange(3), "curves": {"a": [0.1, 0.1 + 1e-17, 0.1]}, "n_random": 0}
+    fig = F.lesion_curve_figure(flat)
+    low, high = fig.layout.yaxis.range
+    assert low < 0.1 < high and high - low == pytest.approx(0.01)
+    assert fig.layout.legend.y < 0  # below the axes, never over the data

@@ -25,7 +25,12 @@ def test_unit_grid_is_a_valid_plotly_scatter_with_one_point_per_unit():
     json.dumps(spec)  # plain JSON: no numpy scalars or arrays left in it
     figure = plotly.tools.return_figure_from_figure_or_data(spec, validate_figure=True)  # what Streamlit does
     trace = go.Figure(figure).data[0]
-    assert len(go.Figure(figure).data) == 1
+    # the units are the first trace; two point-less traces after it are the legend (intact, lesioned)
+    legend = go.Figure(figure).data[1:]
+    assert [t.name for t in legend] == ["intact unit", "lesioned unit (click to restore)"]
+    assert [t.marker.symbol for t in legend] == ["square", "square-x"] and all(t.x == (None,) for t in legend)
+    assert figure["layout"]["showlegend"] and trace.showlegend is False
+    assert "unit %{text}" in trace.hovertemplate  # the unit's name on hover
     assert list(trace.customdata) == [0, 1, 2, 3, 4]
     assert list(trace.x) == [0, 1, 0, 1, 0] and list(trace.y) == [0, 0, 1, 1, 2]  # row-major, 2 columns
     assert list(trace.text) == list("abcde")
@@ -58,6 +63,9 @@ def test_score_and_token_options_hold_both_series():
     assert fallback["xAxis"]["data"] == ["0", "1", "2"]
     tokens = L.token_probability_option(list("ab"), [0.5, 0.2], [0.4, 0.1])
     assert tokens["xAxis"]["data"] == ["0:a", "1:b"] and tokens["yAxis"]["max"] == 1.0
+    assert tokens["xAxis"]["name"] == "position:token"
+    repeated = L.score_comparison_option([1, 2], [1, 2], labels=["l", "l"], x_title="class")
+    assert repeated["xAxis"]["data"] == ["0:l", "1:l"] and repeated["xAxis"]["name"] == "class"
 
 
 def test_diverging_colours_are_blue_white_red():

@@ -146,41 +146,15 @@ def throughput(ref: str, units: tuple, objective: str | None, lesion: str | None
 
 
 @st.cache_data(show_spinner="Computing lesion curves...", max_entries=32)
-def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric: str) -> dict[str, Any]:
-    """Lesion curves of a run: Shapley order (most and least important first), activation magnitude and
-    random orders, scored on ``objective`` (any objective of the model). Plain arrays, cached per run.
-
-    Uses :mod:`msa_core.analysis` (one batched game call per family of orders).
-    """
-    import numpy as np
-    import torch
-
-    from msa_core.editor import scalarise
+def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric: str,
+                      rankings: tuple[str, ...] = ()) -> Any:
+    """:func:`msa_core.analysis.lesion_report.lesion_curve_report` of a run, scored on ``objective`` (any
+    objective of the model), cached per run and settings (all rankings when ``rankings`` is empty)."""
+    from msa_core.analysis.lesion_report import RANKINGS, lesion_curve_report
 
     rec = record(run_id)
     subj = subject(rec.spec.model, rec.spec.inputs)
     units = game_units(subj, rec.spec.units)
     game = subj.game(units=list(units) if units else None, objective=objective, lesion=rec.spec.lesion)
-    result = rec.result
-    if game.n_players != result.n_players:
-        raise ValueError(f"the run has {result.n_players} units but the game has {game.n_players}")
-    ends = game(torch.stack([torch.ones(game.n_players, dtype=torch.bool), torch.zeros(game.n_players, dtype=torch.bool)]))
-    intact, empty = ends[0], ends[1]
-
-    def reduce(values: Any) -> Any:
-        return scalarise(torch.as_tensor(np.asarray(values)), intact, empty, metric)
-
-    import msa_core.analysis as lc
-
-    orders = {
-        "Shapley: most important first": lc.shapley_ranking(result),
-        "Shapley: least important first": lc.shapley_ranking(result, descending=False),
-        "activation magnitude: largest first": lc.activation_ranking(game),
-    }
-    curves = lc.lesion_curves(game, orders, reduce=reduce)
-    rnd = lc.random_lesion_curve(game, n_orders=n_random, reduce=reduce, band=(2.5, 97.5))
-    return {
-        "removed": np.arange(game.n_players + 1),
-        "curves": {name: c.values for name, c in curves.items()},
-        "random_mean": rnd.values, "random_low": rnd.lower, "random_high": rnd.upper, "n_random": n_random,
-    }
+    return lesion_curve_report(game, rec.result, rankings=rankings or tuple(RANKINGS), n_random=n_random,
+                               metric=metric, band=(2.5, 97.5))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import Reduce, as_values, call_game, n_players_of, scalar_summary
+from ._common import Reduce, as_values, n_players_of, scalar_summary
 
 __all__ = [
     "LesionCurve",
@@ -99,6 +99,19 @@ class LesionCurve:
         )
 
 
+def _evaluate(game: Callable, coalitions: torch.Tensor, n_players: int, batch_size: int | None) -> np.ndarray:
+    """Game values float64 ``(batch, *output_shape)`` of a bool coalition matrix ``(batch, n_players)``,
+    through :class:`~msa_core.estimators.GameRunner` (validation, NaN check, out-of-memory halving,
+    cancel). ``game`` may already be a GameRunner (e.g. one with a cancel flag); it is used as it is."""
+    from ..estimators import GameRunner
+
+    if coalitions.dtype != torch.bool or coalitions.ndim != 2:
+        raise ValueError("coalitions must be a bool tensor (batch, n_players)")
+    runner = game if isinstance(game, GameRunner) else GameRunner(game, n_players, batch_size=batch_size)
+    with torch.no_grad():
+        return runner(coalitions).cpu().numpy()
+
+
 def _check_order(order: Any, n_players: int) -> np.ndarray:
     order = np.asarray(order, dtype=np.int64).reshape(-1)
     if order.size and (order.min() < 0 or order.max() >= n_players):
@@ -156,7 +169,7 @@ def lesion_curve(
     """
     n = n_players_of(game, n_players)
     order = _check_order(order, n)
-    outputs = call_game(game, prefix_coalitions(order, n), batch_size)
+    outputs = _evaluate(game, prefix_coalitions(order, n), n, batch_size)
     return LesionCurve(
         order=order, values=scalar_summary(outputs, reduce), outputs=outputs, label=label, n_players=n
     )
@@ -181,7 +194,7 @@ def lesion_curves(
     n = n_players_of(game, n_players)
     names = list(orders)
     stacked = np.stack([_check_order(orders[name], n) for name in names])
-    outputs = call_game(game, prefix_coalitions(stacked, n), batch_size)
+    outputs = _evaluate(game, prefix_coalitions(stacked, n), n, batch_size)
     m1 = stacked.shape[1] + 1
     curves = {}
     for q, name in enumerate(names):
@@ -222,7 +235,7 @@ def random_lesion_curve(
     """
     n = n_players_of(game, n_players)
     orders = random_orders(n, n_orders, seed)
-    outputs = call_game(game, prefix_coalitions(orders, n), batch_size)
+    outputs = _evaluate(game, prefix_coalitions(orders, n), n, batch_size)
     curves = scalar_summary(outputs, reduce).reshape(n_orders, n + 1)
     return LesionCurve(
         order=orders[0],
@@ -402,7 +415,7 @@ def leave_one_out_ranking(
     n = n_players_of(game, n_players)
     coalitions = torch.ones((n + 1, n), dtype=torch.bool)
     coalitions[torch.arange(1, n + 1), torch.arange(n)] = False
-    values = scalar_summary(call_game(game, coalitions, batch_size), reduce)
+    values = scalar_summary(_evaluate(game, coalitions, n, batch_size), reduce)
     drops = values[0] - values[1:]
     order = np.argsort(-drops, kind="stable").astype(np.int64)
     return (order, drops) if return_scores else order

@@ -12,7 +12,19 @@ truncated  permutations cut short once the objective is near     over permutatio
            its floor (Neuron Shapley, Ghorbani & Zou 2020)
 topk       multi-armed bandit that only resolves which units     per unit (empirical Bernstein)
            are in the top k (Neuron Shapley)
+kernel     paired KernelSHAP regression, exact efficiency,       delete-a-group jackknife
+           strata by the Shapley kernel (Covert & Lee 2021)
+leverage   the same, sizes uniform (Leverage SHAP, Musco &       delete-a-group jackknife
+           Witter 2025), without replacement, paired
+kadd       2-additive regression surrogate (Pelegrina et al.     delete-a-group jackknife
+           2023), single coalitions
+regression_mc  surrogate + cross-fitted Monte Carlo residual      over the cross-fitting folds
+           correction (Witter et al. 2025)
+auto       exact when 2^n fits the budget, else kernel           that of the chosen method
 ========== ==================================================== =====================================
+
+Every budget is in game evaluations, endpoints included (``budget=``; ``n_permutations=M`` means
+``2 + M (n - 1)``); :meth:`Estimator.plan` says what a run will spend.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import torch
 
 from ..result import ShapleyResult
 from ..types import Game
+from .auto import AutoEstimator
 from .base import (
     Estimator,
     GameRunner,
@@ -38,6 +51,7 @@ from .base import (
 from .exact import MAX_EXACT_PLAYERS, ExactEstimator, all_coalitions
 from .owen import OwenEstimator
 from .permutation import AntitheticEstimator, PermutationEstimator, draw_permutation
+from .regression import KAdditiveEstimator, KernelEstimator, LeverageEstimator, RegressionEstimator, RegressionMCEstimator
 from .topk import TopKEstimator
 from .truncated import TruncatedEstimator
 
@@ -60,6 +74,12 @@ __all__ = [
     "OwenEstimator",
     "TruncatedEstimator",
     "TopKEstimator",
+    "RegressionEstimator",
+    "KernelEstimator",
+    "LeverageEstimator",
+    "KAdditiveEstimator",
+    "RegressionMCEstimator",
+    "AutoEstimator",
     "all_coalitions",
     "draw_permutation",
 ]
@@ -71,6 +91,11 @@ METHODS: dict[str, Callable[..., Estimator]] = {
     "owen": OwenEstimator,
     "truncated": TruncatedEstimator,
     "topk": TopKEstimator,
+    "kernel": KernelEstimator,
+    "leverage": LeverageEstimator,
+    "kadd": KAdditiveEstimator,
+    "regression_mc": RegressionMCEstimator,
+    "auto": AutoEstimator,
 }
 """Estimator factories by method name (keys equal :data:`METHOD_DESCRIPTIONS`'s)."""
 
@@ -80,6 +105,11 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
     "antithetic": "Join orders paired with their reverses: a cheap variance cut over permutation sampling on most games.",
     "owen": "Stratified Owen sampling over how many units are intact: strong on image games whose values depend mostly on that count.",
     "truncated": "Permutations cut short once the objective reaches its floor (Neuron Shapley): saves evaluations on large networks that collapse after a few lesions, at a small bias.",
+    "kernel": "Paired KernelSHAP regression with exact efficiency: a strong general choice when the budget is a few evaluations per unit or more.",
+    "leverage": "Leverage SHAP (coalition sizes sampled uniformly, without replacement, paired): KernelSHAP's provably accurate variant, good on games with interactions across many sizes.",
+    "kadd": "A 2-additive regression surrogate (kADD-SHAP): the most accurate at small budgets when units interact mostly in pairs and n(n+1)/2 features fit.",
+    "regression_mc": "The 2-additive surrogate plus an unbiased Monte Carlo correction of its residual: kadd's accuracy without its bias on games with higher-order interactions.",
+    "auto": "Picks for you from the number of units, the budget and the output size (exact when 2^n fits the budget, else the most accurate regression estimator): the default.",
     "topk": "A bandit that only settles which k units are the most important (Neuron Shapley): use it when you need the top units, not every value.",
 }
 """One sentence per method on when to use it (the Run page and ``msa run --help`` show them)."""

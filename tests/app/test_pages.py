@@ -45,9 +45,9 @@ def runs(msa_home):
 
     store = RunStore(str(msa_home))
     return {
-        "mlp-digits": execute(RunSpec("mlp-digits", n_permutations=4), store=store).id,
-        "dcgan-digits": execute(RunSpec("dcgan-digits", n_permutations=2), store=store).id,
-        "moe-lm": execute(RunSpec("moe-lm", n_permutations=2), store=store).id,
+        "mlp-digits": execute(RunSpec("mlp-digits", budget=400), store=store).id,
+        "dcgan-digits": execute(RunSpec("dcgan-digits", budget=40), store=store).id,
+        "moe-lm": execute(RunSpec("moe-lm", budget=20), store=store).id,
     }
 
 
@@ -101,7 +101,7 @@ def test_launching_a_run_finishes_and_selects_it(msa_home):
     at = _app("mlp-digits-l2")
     at.switch_page("pages/run.py").run()
     _no_errors(at, "run page")
-    _launch_and_wait(at, 3)
+    _launch_and_wait(at, 300)
     at.switch_page("pages/modes.py").run()
     _no_errors(at, "modes of the new run")
 
@@ -184,7 +184,7 @@ def test_torchscript_model_with_an_inputs_file_loads_runs_and_reopens_from_the_u
     assert at.sidebar.selectbox[0].format_func(at.sidebar.selectbox[0].value) == f"{pt.name} + {npz.name}"
     at.switch_page("pages/run.py").run()
     _no_errors(at, "run page")
-    _launch_and_wait(at, 3)
+    _launch_and_wait(at, 30)
     from msa_core.runs import RunStore
 
     record = RunStore(str(msa_home)).get(at.session_state["msa_run"])

@@ -4,7 +4,9 @@ Loads a built-in model, launches a small run and waits for it, opens the modes, 
 findings, and in the editor clicks a unit, checks that the output changes and that a second click
 undoes it. Screenshots of every page go to ``test-artifacts/``. Prints (does not assert) the time from
 a click in the editor to the updated output for every built-in model (``MSA_E2E_DEBUG=1`` also prints,
-per click, when the metrics changed and when the output image was drawn).
+per click, when the metrics changed and when the output image was drawn). A copied link reproduces the
+view: on every page the browser sets non-default values, takes the URL, opens it in a NEW browser
+context and compares what the widgets and metrics show.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def server(tmp_path_factory):
     port = _free_port()
     home = tmp_path_factory.mktemp("msa_home")
     store = RunStore(str(home))
-    runs = {model: execute(RunSpec(model, n_permutations=2), store=store).id for model in ("dcgan-digits", "moe-lm")}
+    runs = {model: execute(RunSpec(model, budget=40), store=store).id for model in ("dcgan-digits", "moe-lm")}
+    runs["mlp-digits"] = execute(RunSpec("mlp-digits", budget=400), store=store).id
     store.close()
     env = dict(os.environ, MSA_HOME=str(home), PYTHONPATH=str(ROOT),
                MSA_TORCH_THREADS=os.environ.get("MSA_TORCH_THREADS", "1"))
@@ -81,17 +84,27 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        tab = context.new_page()
-        tab.set_default_timeout(60_000)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            yield tab
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def _new_tab(browser):
+    """A tab in a NEW browser context (its own cookies and storage: a collaborator's fresh browser)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(60_000)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return _new_tab(browser)
 
 
 def _settle(page) -> None:
@@ -252,6 +265,7 @@ def test_model_run_modes_editor(server, page):
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     _settle(page)
     _no_exception(page)
+    assert page.get_by_text("leave-one-out drop: largest first (AUC").count() >= 1  # every ranking, with its AUC
     _shot(page, "4_lesion_curves")
 
     # 5. editor with the run: click a unit, the scores change, a second click undoes it
@@ -274,6 +288,8 @@ def test_model_run_modes_editor(server, page):
     page.get_by_text("Across stored runs").wait_for()
     _settle(page)
     _no_exception(page)
+    if (ROOT / "docs" / "FINDINGS.md").exists():  # its Markdown tables are drawn as tables
+        assert page.locator('[data-testid="stMarkdownContainer"] table').count() >= 1
     _shot(page, "6_findings")
 
 
@@ -335,3 +351,132 @@ def test_upload_a_torchscript_model_with_its_inputs(server, page, tmp_path):
     lesions, undos = _editor_roundtrip(page, "uploaded TorchScript", url, unit=2, repeats=1,
                                        query=page.url.split("?", 1)[1])
     _report("uploaded TorchScript", lesions, undos)
+
+
+# ------------------------------------------------------------------ a copied link reproduces the view
+VIEW = """() => {
+    const out = {};
+    const label = el => { const l = el.querySelector('[data-testid="stWidgetLabel"]'); return l ? l.innerText.trim() : '?'; };
+    for (const el of document.querySelectorAll('[data-testid="stSelectbox"]')) {
+        const v = el.querySelector('input[role="combobox"]'); out['select:' + label(el)] = v ? v.value : null; }
+    for (const el of document.querySelectorAll('[data-testid="stRadio"]')) {
+        const c = el.querySelector('input:checked'); out['radio:' + label(el)] = c ? c.closest('label').innerText.trim() : null; }
+    for (const el of document.querySelectorAll('[data-testid="stSlider"]')) {
+        const t = el.querySelector('input[type="range"]'); out['slider:' + label(el)] = t ? t.value : null; }
+    for (const el of document.querySelectorAll('[data-testid="stNumberInput"], [data-testid="stTextInput"]')) {
+        const i = el.querySelector('input'); out['input:' + label(el)] = i ? i.value : null; }
+    for (const el of document.querySelectorAll('[data-testid="stMultiSelect"]')) {
+        out['multi:' + label(el)] = [...el.querySelectorAll('[data-tag]')].map(t => t.getAttribute('aria-label')).join('|'); }
+    for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+        const l = m.querySelector('[data-testid="stMetricLabel"]').innerText.trim();
+        if (!['Evaluation', 'Expected time'].includes(l)) out['metric:' + l] = m.querySelector('[data-testid="stMetricValue"]').innerText.trim(); }
+    return out;
+}"""
+
+
+def _widget(page, testid: str, label: str):
+    return page.locator(f'[data-testid="{testid}"]').filter(
+        has=page.locator('[data-testid="stWidgetLabel"]', has_text=label)).first
+
+
+def _choose(page, label: str, option: str | int, exact: bool = True) -> None:
+    """Pick ``option`` (its text, or its position) in the selectbox ``label``."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    if isinstance(option, int):  # by keyboard: the list may be long (virtualised)
+        for _ in range(option):
+            box.press("ArrowDown")
+        box.press("Enter")
+    else:
+        page.get_by_role("option", name=option, exact=exact).first.click()
+    _settle(page)
+
+
+def _radio(page, label: str, option: str) -> None:
+    _widget(page, "stRadio", label).get_by_text(option, exact=True).click()
+    _settle(page)
+
+
+def _number(page, label: str, value: int) -> None:
+    box = _widget(page, "stNumberInput", label).locator("input")
+    box.fill(str(value))
+    box.press("Enter")
+    _settle(page)
+
+
+def _open(page, url: str, ready: str) -> dict:
+    page.goto(url)
+    page.get_by_text(ready).first.wait_for()
+    _settle(page)
+    _no_exception(page)
+    return page.evaluate(VIEW)
+
+
+def _same_in_a_new_browser(browser, page, ready: str, name: str) -> dict:
+    """Open ``page``'s URL in a fresh context; assert the same URL and the same widget values and metrics."""
+    _settle(page)
+    page.screenshot(path=str(ARTIFACTS / f"link_{name}_set.png"), full_page=True)
+    link, view = page.url, page.evaluate(VIEW)
+    fresh = _new_tab(browser)
+    try:
+        again = _open(fresh, link, ready)
+        fresh.screenshot(path=str(ARTIFACTS / f"link_{name}_reopened.png"), full_page=True)
+        assert fresh.url == link, "opening the link changed it"
+        assert again == view, {k: (view.get(k), again.get(k)) for k in set(view) | set(again) if view.get(k) != again.get(k)}
+    finally:
+        fresh.context.close()
+    return view
+
+
+def test_a_copied_link_reproduces_every_page(server, browser, page):
+    url, runs = server
+    run = runs["mlp-digits"]
+    # Modes: order, output, unit
+    _open(page, f"{url}/modes?model=mlp-digits&run={run}", "Unit detail")
+    _radio(page, "Order units by", "unit index")
+    _choose(page, "Bars show", "digit 3")
+    _choose(page, "Unit", 4)  # the fifth unit in index order
+    view = _same_in_a_new_browser(browser, page, "Unit detail", "modes")
+    assert view["radio:Order units by"] == "unit index" and view["select:Bars show"] == "digit 3"
+    assert "·" in view["select:Run"], "the sidebar shows the run by its label, not a bare hash"
+
+    # Modes of an image run: image, colour scale, units shown
+    _open(page, f"{url}/modes?model=dcgan-digits&run={runs['dcgan-digits']}", "Unit detail")
+    _choose(page, "Image", "input 1")
+    _radio(page, "Colour scale", "per-unit")
+    _widget(page, "stSlider", "Units shown").locator('input[type="range"]').press("ArrowLeft")
+    _settle(page)
+    view = _same_in_a_new_browser(browser, page, "Unit detail", "modes_image")
+    assert view["select:Image"] == "input 1" and view["radio:Colour scale"] == "per-unit"
+
+    # Lesion curves: objective, rankings shown
+    _open(page, f"{url}/curves?model=mlp-digits&run={run}", "Rankings shown")
+    _choose(page, "Objective", "class probability")
+    page.get_by_role("button", name="Remove weight norm (in x out): largest first").click()
+    _settle(page)
+    view = _same_in_a_new_browser(browser, page, "Rankings shown", "curves")
+    assert view["select:Objective"] == "class probability" and "weight norm" not in view["multi:Rankings shown"]
+
+    # Editor: the lesion set and k
+    _open(page, f"{url}/editor?model=mlp-digits&run={run}", "Lesioned units")
+    _number(page, "k (units per preset)", 3)
+    page.get_by_role("button", name="Lesion top-3").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')].some(m => "
+                           "m.innerText.includes('Lesioned units') && m.innerText.includes('3'))")
+    view = _same_in_a_new_browser(browser, page, "Lesioned units", "editor")
+    assert view["metric:Lesioned units"] == "3" and float(view["metric:Output change"]) > 0
+
+    # Run page: units preset, estimator, budget
+    _open(page, f"{url}/run?model=mlp-digits", "Launch the run")
+    _radio(page, "Units", "hidden layer")
+    _choose(page, "Estimator", "antithetic", exact=False)
+    _number(page, "Budget (game evaluations)", 600)
+    view = _same_in_a_new_browser(browser, page, "Launch the run", "run")
+    assert view["radio:Units"] == "hidden layer" and view["select:Estimator"].startswith("antithetic")
+    assert view["input:Budget (game evaluations)"] == "600"
+
+    # /model opens the Model page, not "Page not found"
+    page.goto(f"{url}/model?model=mlp-digits")
+    page.get_by_text("Layer catalogue").wait_for()
+    _settle(page)
+    assert page.get_by_role("dialog").count() == 0
