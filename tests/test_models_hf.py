@@ -132,3 +132,90 @@ def test_token_id_inputs_from_npz(gpt2_dir, tmp_path):
     assert subject.game().output_shape == (3, 8)
     with pytest.raises(ModelLoadError, match="token ids"):
         load_subject(str(gpt2_dir), inputs=np.zeros((2, 4), np.float32))
+
+
+# ---------------------------------------------------------------- coverage of the decoder families
+
+from msa_core.models.lm_objectives import MeanLogLikelihood  # noqa: E402
+from tests.lm_fixtures import save_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return load_subject(str(save_model(tmp_path_factory.mktemp("llama"), "llama")))
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    return save_model(tmp_path_factory.mktemp("qwen2moe"), "qwen2_moe")
+
+
+@pytest.fixture(scope="module")
+def qwen(qwen_dir):
+    return load_subject(str(qwen_dir))
+
+
+def _with_output_zeroed(subject, module, objective, replace_first=False):
+    """The objective on the intact model with ``module``'s output (or its first element) set to zero."""
+    def hook(_, args, output):
+        if replace_first:
+            return (torch.zeros_like(output[0]), *output[1:])
+        return torch.zeros_like(output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            logits = subject.model(**subject.inputs).logits
+    finally:
+        handle.remove()
+    return objective(logits.unsqueeze(0))[0]
+
+
+def test_gated_mlp_neurons_are_the_activation_that_multiplies_up_proj(llama):
+    path = "model.layers.1.mlp.act_fn"
+    assert path in llama.unit_presets["layer 1 neurons"]
+    game = llama.game(units=path, objective="mean log-likelihood")
+    assert game.n_players == 64  # intermediate size: one neuron per gate_proj output
+    objective = MeanLogLikelihood(llama.inputs["input_ids"], llama.inputs["attention_mask"])
+    # every neuron lesioned: act_fn(gate) * up = 0, so the MLP adds nothing
+    expected = _with_output_zeroed(llama, llama.model.get_submodule("model.layers.1.mlp"), objective)
+    assert torch.allclose(game(torch.zeros((1, 64), dtype=torch.bool))[0], expected, atol=1e-6)
+
+
+def test_llama_heads_lesioned_remove_the_attention_output(llama):
+    game = llama.game(units="model.layers.2.self_attn.heads", objective="mean log-likelihood")
+    assert game.n_players == 4 and game.path.startswith("prefix")
+    objective = MeanLogLikelihood(llama.inputs["input_ids"], llama.inputs["attention_mask"])
+    attention = llama.model.get_submodule("model.layers.2.self_attn")
+    expected = _with_output_zeroed(llama, attention, objective, replace_first=True)  # o_proj has no bias
+    assert torch.allclose(game(torch.zeros((1, 4), dtype=torch.bool))[0], expected, atol=1e-6)
+
+
+def test_qwen2_moe_wrapper_matches_and_the_shared_expert_is_a_player(qwen, qwen_dir):
+    blocks = [m for m in qwen.model.modules() if isinstance(m, SkippableSparseMoe)]
+    assert len(blocks) == 3 and all(block.has_shared_expert for block in blocks)
+    original = transformers.AutoModelForCausalLM.from_pretrained(str(qwen_dir), local_files_only=True).eval()
+    assert set(original.state_dict()) == set(qwen.model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(qwen.model(**qwen.inputs).logits, original(**qwen.inputs).logits, atol=1e-6)
+    layers = {layer.path: layer for layer in qwen.layers}
+    shared = layers["model.layers.1.mlp.shared_expert_scale"]
+    assert shared.unit_kind == "expert" and shared.n_units == 1 and shared.to_spec().lesion == "zero"
+    units = qwen.unit_presets["layer 1 experts"]
+    assert units == ["model.layers.1.mlp.router_logits", "model.layers.1.mlp.shared_expert_scale"]
+    assert qwen.default_units == ["model.layers.0.mlp.router_logits", "model.layers.0.mlp.shared_expert_scale"]
+    game = qwen.game(units=units, objective="mean log-likelihood")
+    assert game.n_players == 5 and game.unit_labels[-1] == "model.layers.1.mlp.shared_expert_scale:0"
+    objective = MeanLogLikelihood(qwen.inputs["input_ids"], qwen.inputs["attention_mask"])
+    shared_module = original.get_submodule("model.layers.1.mlp.shared_expert")
+    handle = shared_module.register_forward_hook(lambda m, args, out: torch.zeros_like(out))
+    try:
+        with torch.no_grad():
+            expected = objective(original(**qwen.inputs).logits.unsqueeze(0))[0]
+    finally:
+        handle.remove()
+    only_shared_lesioned = torch.tensor([[True] * 4 + [False]])
+    assert torch.allclose(game(only_shared_lesioned)[0], expected, atol=1e-6)
+    result = shapley_modes(game, 5, method="exact")
+    full, empty = game(torch.tensor([[True] * 5, [False] * 5]))
+    assert torch.isfinite(empty) and torch.allclose(result.values.sum(0), full - empty, atol=1e-9)

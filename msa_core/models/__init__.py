@@ -31,8 +31,21 @@ __all__ = ["load_subject", "list_builtins", "Subject", "SpecLayerInfo", "ModelLo
            "RecipeRefused", "fingerprint"]
 
 
-def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu",
-                 trusted: bool | RecipePolicy = True) -> Subject:
+def load_subject(ref: str, *, inputs: Any = None, device: str = "cpu", trusted: bool | RecipePolicy = True,
+                 tasks: Any = None) -> Subject:
+    """:func:`_load_subject`, then ``tasks`` (a task battery: YAML/JSON path, text, mapping or
+    :class:`msa_core.tasks.TaskBattery`) made the default objective ``"tasks"`` of a language model
+    (Hugging Face with a tokenizer, or moe-lm); :class:`msa_core.tasks.BatteryError` when it cannot be."""
+    subject = _load_subject(ref, inputs=inputs, device=device, trusted=trusted)
+    if tasks is not None:
+        from ..tasks import attach_battery
+
+        attach_battery(subject, tasks)
+    return subject
+
+
+def _load_subject(ref: str, *, inputs: Any = None, device: str = "cpu",
+                  trusted: bool | RecipePolicy = True) -> Subject:
     """Resolve a model reference to a :class:`Subject` (model in eval mode on ``device``, inputs, games, layers).
 
     Args:

@@ -7,31 +7,35 @@ Players:
 * **Attention heads**: the *input* of the attention output projection (``attn.c_proj``, ``self_attn.o_proj``,
   ...), where heads are concatenated, in groups of ``head_dim``; catalogued under the alias
   ``"<attention path>.heads"`` (e.g. ``"transformer.h.0.attn.heads"``), which :meth:`Subject.game` accepts.
-* **MoE experts** (Mixtral-style sparse blocks: a ``gate`` router and fused ``experts``): in transformers 5
-  the router computes its top-k *inside* its forward and returns ``(logits, scores, indices)``, so replacing
-  its logits with ``-inf`` from a hook would change nothing. Each such block is therefore replaced by
-  :class:`SkippableSparseMoe`, which runs the same computation (same parameters, same state-dict keys, same
-  output when nothing is lesioned) but routes through a :class:`~msa_core.models.files.Tap` at
-  ``"<block>.router_logits"`` (shape ``(batch, seq, n_experts)``). Lesioning that tap with "skip" (-inf)
-  removes the expert: the softmax, the top-k and the renormalisation then run over the remaining experts, as
-  if the model had been built without it; a token whose experts are all removed gets a zero MoE output (the
-  residual stream passes unchanged). Blocks with extra parts (shared experts) are left alone.
+* **MoE experts** (Mixtral and Qwen2-MoE sparse blocks): each block is replaced by
+  :class:`~msa_core.models.hf_moe.SkippableSparseMoe` (same parameters and output); its experts are the
+  ``"<block>.router_logits"`` tap, skipped (-inf), and Qwen2-MoE's shared expert is one more player,
+  ``"<block>.shared_expert_scale"`` (its gate, zeroed).
 
-Games: "token log-prob" (log p of each next token, ``(n_inputs, T - 1)``) and "mean log-likelihood" (scalar).
+Games: "token log-prob" (log p of each next token, ``(n_inputs, T - 1)``), "mean log-likelihood" (scalar),
+"text:<your text>" (log p of each token of a text, labelled ``"position:token"``; needs a saved tokenizer) and,
+with ``tasks=``, "tasks" (a task battery's per-task scores, the default objective then; see
+:mod:`msa_core.tasks`).
+
+Games of an :class:`HFSubject` reuse the prefix (:mod:`msa_core.models.prefix`): when every player sits at
+decoder layer L or later, the hidden states entering layer L are computed once and each batch of coalitions
+runs only layers L..; ``subject.game(..., prefix_reuse=False)`` (or ``subject.prefix_reuse = False``) runs
+the full pass. Same values either way.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..games import LesionGame
 from ..lesion import LayerInfo, UnitSpec, record_activations
-from .files import Tap
+from .hf_moe import SkippableSparseMoe, wrap_sparse_moe
 from .lm_objectives import MeanLogLikelihood, NextTokenLogProb
 from .subject import (
     ModelLoadError,
@@ -43,7 +47,7 @@ from .subject import (
     run_once,
 )
 
-__all__ = ["is_hf_dir", "load_hf_subject", "SkippableSparseMoe", "wrap_sparse_moe", "DEFAULT_TEXTS"]
+__all__ = ["is_hf_dir", "load_hf_subject", "HFSubject", "SkippableSparseMoe", "wrap_sparse_moe", "DEFAULT_TEXTS"]
 
 DEFAULT_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
@@ -60,81 +64,30 @@ def is_hf_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-class SkippableSparseMoe(nn.Module):
-    """A Mixtral-style sparse MoE block whose experts can be skipped by a hook on ``router_logits``.
-
-    Same parameters (``gate.weight``, ``experts.*``) and output as the block it wraps. Input and output
-    ``(batch, seq, hidden)``.
-    """
-
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.gate = block.gate
-        self.experts = block.experts
-        self.top_k = int(block.gate.top_k)
-        self.num_experts = int(block.gate.num_experts)
-        self.normalize = bool(getattr(block.gate, "norm_topk_prob", True))
-        self.router_logits = Tap()
-        self.wrapped_class = type(block).__name__
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """``(batch, seq, hidden)`` -> ``(batch, seq, hidden)``."""
-        batch, seq, hidden = hidden_states.shape
-        flat = hidden_states.reshape(-1, hidden)
-        logits = F.linear(flat, self.gate.weight, getattr(self.gate, "bias", None))
-        logits = self.router_logits(logits.reshape(batch, seq, -1)).reshape(batch * seq, -1).float()
-        finite = torch.isfinite(logits)
-        shift = torch.where(finite, logits, torch.full_like(logits, -torch.finfo(logits.dtype).max)).amax(-1, keepdim=True)
-        exp = torch.where(finite, torch.exp(torch.where(finite, logits - shift, torch.zeros_like(logits))), torch.zeros_like(logits))
-        probs = exp / exp.sum(-1, keepdim=True).clamp_min(torch.finfo(exp.dtype).tiny)
-        top_value, top_index = probs.topk(self.top_k, dim=-1)
-        if self.normalize:
-            top_value = top_value / top_value.sum(-1, keepdim=True).clamp_min(torch.finfo(top_value.dtype).tiny)
-        out = self.experts(flat, top_index, top_value)
-        return out.reshape(batch, seq, hidden)
-
-
-def _is_sparse_moe(module: nn.Module) -> bool:
-    children = set(dict(module.named_children()))
-    gate = getattr(module, "gate", None)
-    return (
-        children == {"gate", "experts"}
-        and isinstance(getattr(gate, "weight", None), torch.Tensor)
-        and hasattr(gate, "top_k")
-        and hasattr(gate, "num_experts")
-        and gate.weight.ndim == 2
-        and gate.weight.shape[0] == gate.num_experts
-    )
-
-
-def wrap_sparse_moe(model: nn.Module) -> list[str]:
-    """Replace every Mixtral-style sparse MoE block in ``model`` by :class:`SkippableSparseMoe` (in place).
-
-    Returns the paths of the wrapped blocks.
-    """
-    paths = [name for name, module in model.named_modules() if name and _is_sparse_moe(module)]
-    for path in paths:
-        parent_path, _, leaf = path.rpartition(".")
-        parent = model.get_submodule(parent_path) if parent_path else model
-        setattr(parent, leaf, SkippableSparseMoe(getattr(parent, leaf)))
-    return paths
-
-
-def _default_inputs(directory: Path, config: Any) -> dict[str, torch.Tensor]:
-    """Token ids of a few default sentences if a tokenizer is saved, else random ids (seed 0), ``(4, T)``."""
-    max_positions = int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 64) or 64)
+def _load_tokenizer(directory: Path) -> Any:
+    """The tokenizer saved in ``directory`` (pad token set to EOS when missing), or None when there is none."""
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json",
+                                                          "tokenizer.model")):
+        return None
     try:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+    except Exception:  # noqa: BLE001 - an unreadable tokenizer counts as none (random ids, no text games)
+        return None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _default_inputs(tokenizer: Any, config: Any) -> dict[str, torch.Tensor]:
+    """Token ids of a few default sentences with the tokenizer, else random ids (seed 0), ``(4, T)``."""
+    max_positions = int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 64) or 64)
+    if tokenizer is not None and tokenizer.pad_token is not None:
         encoded = tokenizer(list(DEFAULT_TEXTS), return_tensors="pt", padding=True, truncation=True,
                             max_length=min(32, max_positions))
         if int(encoded["input_ids"].max()) < int(config.vocab_size):
             return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-    except Exception:  # noqa: BLE001 - no tokenizer saved: random ids below
-        pass
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, int(config.vocab_size), (4, min(16, max_positions)), generator=generator)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -189,8 +142,51 @@ def _layer_index(path: str) -> str:
     return match.group(1) if match else path
 
 
-def load_hf_subject(directory: Path, *, inputs: Any, device: str) -> Subject:
-    """Subject of the causal LM saved in ``directory`` (``save_pretrained``); inputs: token ids or defaults."""
+@dataclass(repr=False)
+class HFSubject(Subject):
+    """A :class:`Subject` of a Hugging Face causal LM: its ``tokenizer`` (or None) and prefix-reusing games.
+
+    Attributes:
+        tokenizer: the saved tokenizer, or None (then no text or task games).
+        prefix_reuse: default of :meth:`game`'s ``prefix_reuse``.
+        battery: the :class:`~msa_core.tasks.TaskBattery` given to ``load_subject(..., tasks=)``, or None.
+    """
+
+    tokenizer: Any = None
+    prefix_reuse: bool = True
+    battery: Any = None
+
+    def game(self, units: Any = None, objective: Any = None, lesion: Any = None, batch_size: int | None = None,
+             device: Any = None, prefix_reuse: bool | None = None, **objective_options: Any) -> LesionGame:
+        """:meth:`Subject.game`, run on the decoder layers from the first one holding a player when
+        ``prefix_reuse`` (None: ``self.prefix_reuse``) and the model allows it; same values as the full pass."""
+        from .prefix import prefix_game
+
+        game = super().game(units, objective, lesion, batch_size, device, **objective_options)
+        if not (self.prefix_reuse if prefix_reuse is None else prefix_reuse):
+            return game
+        return prefix_game(game) or game
+
+
+def _text_factory(tokenizer: Any, device: str) -> Any:
+    def text_game(text: str | None = None, **_: Any) -> Any:
+        """log p of each token of ``text`` (``(n_tokens - 1,)``, labelled ``"position:token"``)."""
+        from ..tasks import HFCodec, text_objective
+
+        if text is None:
+            raise ValueError("give the text to score, e.g. objective='text:The cat sat on the mat.'")
+        return text_objective(HFCodec(tokenizer), text, device=device)
+
+    return text_game
+
+
+def load_hf_subject(directory: Path, *, inputs: Any, device: str, tasks: Any = None) -> HFSubject:
+    """Subject of the causal LM saved in ``directory`` (``save_pretrained``); inputs: token ids or defaults.
+
+    ``tasks``: a task battery (path, text, mapping or :class:`~msa_core.tasks.TaskBattery`) made the default
+    objective ``"tasks"``; :class:`~msa_core.tasks.BatteryError` (a :class:`ModelLoadError`) for a malformed
+    battery, an answer that tokenises to nothing or a model saved without a tokenizer.
+    """
     try:
         import transformers
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -213,7 +209,8 @@ def load_hf_subject(directory: Path, *, inputs: Any, device: str) -> Subject:
         model.config.use_cache = False
     wrapped = wrap_sparse_moe(model)
     model = model.to(device).eval()
-    inputs = _as_lm_inputs(inputs) if inputs is not None else _default_inputs(directory, config)
+    tokenizer = _load_tokenizer(directory)
+    inputs = _as_lm_inputs(inputs) if inputs is not None else _default_inputs(tokenizer, config)
     inputs = move_inputs(inputs, device)
     run_once(model, inputs, f"the model in {str(directory)!r}")
     base_layers = catalogue(model, inputs, str(directory))
@@ -221,9 +218,16 @@ def load_hf_subject(directory: Path, *, inputs: Any, device: str) -> Subject:
     tap_paths = {f"{p}.router_logits" for p in wrapped}
     layers: list[LayerInfo] = []
     experts: list[SpecLayerInfo] = []
+    shared_paths = {f"{p}.shared_expert_scale" for p in wrapped}
     for layer in base_layers:
         if layer.path in gate_paths:
             continue
+        if layer.path in shared_paths:
+            spec = UnitSpec(path=layer.path, axis=-1, kind="expert", lesion="zero", label=layer.path)
+            layer = SpecLayerInfo(path=layer.path, module_type="shared expert (gate)", output_shape=layer.output_shape,
+                                  unit_kind="expert", n_units=1, axis=len(layer.output_shape) - 1,
+                                  extra={"block": layer.path.rsplit(".", 1)[0], "shared": True}, spec=spec)
+            experts.append(layer)
         if layer.path in tap_paths:
             spec = UnitSpec(path=layer.path, axis=-1, kind="expert", lesion="skip")
             layer = SpecLayerInfo(path=layer.path, module_type="experts (router logits)", output_shape=layer.output_shape,
@@ -237,24 +241,34 @@ def load_hf_subject(directory: Path, *, inputs: Any, device: str) -> Subject:
     presets: dict[str, list[Any]] = {}
     for kind, rows in (("heads", heads), ("neurons", neurons), ("experts", experts)):
         for row in rows:
-            presets[f"layer {_layer_index(row.path)} {kind}"] = [row.path]
+            presets.setdefault(f"layer {_layer_index(row.path)} {kind}", []).append(row.path)  # routed + shared
         if len(rows) > 1:
             presets[f"all {kind}"] = [row.path for row in rows]
-    default = experts[:1] or heads[:1] or neurons[:1] or layers[:1]
+    default = heads[:1] or neurons[:1] or layers[:1]
+    default_paths = ([path for path in presets[f"layer {_layer_index(experts[0].path)} experts"]] if experts
+                     else [row.path for row in default])
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     objectives = {
         "token log-prob": lambda **_: NextTokenLogProb(ids, mask),
         "mean log-likelihood": lambda **_: MeanLogLikelihood(ids, mask),
     }
+    if tokenizer is not None:
+        objectives["text"] = _text_factory(tokenizer, device)
     description = (
         f"Hugging Face {type(model).__name__} from {directory} ({sum(p.numel() for p in model.parameters()):,} "
         f"parameters); players: {len(heads)} attention layers of heads, {len(neurons)} MLP layers, "
         f"{len(experts)} MoE layers of experts (skipped, not zeroed)"
     )
-    return Subject(
+    subject = HFSubject(
         ref=str(directory), name=directory.name, model=model, inputs=inputs, objectives=objectives,
-        default_objective="token log-prob", layers=layers, default_units=[row.path for row in default],
+        default_objective="token log-prob", layers=layers, default_units=default_paths,
         unit_presets=presets, output_kind="tokens", description=description,
         samples={"input_ids": ids[:4].cpu().numpy()}, fingerprint=fingerprint(model, inputs), device=device,
+        tokenizer=tokenizer,
     )
+    if tasks is not None:
+        from ..tasks import attach_battery
+
+        attach_battery(subject, tasks)
+    return subject
 
