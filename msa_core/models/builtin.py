@@ -165,7 +165,7 @@ def _language_model(name: str, model, data: dict[str, np.ndarray], inputs: Any) 
 
     objectives["token log-prob"] = token_game
 
-    def text_game(text: str | None = None, **_: Any) -> NextTokenLogProb:
+    def text_game(text: str = default_word, **_: Any) -> NextTokenLogProb:
         """log p of each character of ``text`` and of EOS (labels ``"position:token"``); see msa_core.tasks."""
         from ..tasks import CharCodec, text_objective
 
