@@ -126,13 +126,6 @@ def lm_panel(lesioned_now: list[int]) -> None:
     if state.tasks():
         tasks_game = resources.tasks_game(state.model(), units, lesion, state.inputs(), state.tasks())
     view = lm.lm_edit(subject, lesioned_now, prompt=prompt, editor_game=editor.game, tasks_game=tasks_game)
-    scores = view["tasks"]
-    if scores is not None:
-        st.echarts_chart(live.score_comparison_option(scores["intact"], scores["lesioned"], labels=scores["task"],
-                                                      title="per-task score", y_title="score", x_title="task"),
-                         key="editor_task_scores", height=300)
-        st.dataframe(pd.DataFrame({"task": scores["task"], "intact": scores["intact"], "edited": scores["lesioned"]}),
-                     hide_index=True, width="stretch", key="editor_task_table")
     continuation = view["continuation"]
     if continuation is not None:
         c1, c2 = st.columns(2)
@@ -142,6 +135,15 @@ def lm_panel(lesioned_now: list[int]) -> None:
         c2.code(continuation.prompt + continuation.lesioned, language=None, wrap_lines=True)
         if continuation.intact == continuation.lesioned:
             st.caption("Same continuation both ways.")
+    scores = view["tasks"]
+    if scores is not None:
+        st.echarts_chart(live.score_comparison_option(scores["intact"], scores["lesioned"], labels=scores["task"],
+                                                      title="per-task score", y_title="score", x_title="task"),
+                         key="editor_task_scores", height=300)
+        with st.expander("Per-task scores as a table"):
+            st.dataframe(pd.DataFrame({"task": scores["task"], "intact": scores["intact"],
+                                       "edited": scores["lesioned"]}), hide_index=True, width="stretch",
+                         key="editor_task_table")
 
 
 def export_panel() -> None:
