@@ -111,3 +111,35 @@ def test_a_link_to_a_file_outside_the_uploads_is_refused(msa_home, tmp_path):
     at.run()
     assert not at.exception
     assert any("not an uploaded or shipped battery" in e.value for e in at.error)
+
+
+def test_hugging_face_model_battery_text_and_continuation(msa_home, tmp_path):
+    """A tiny GPT-2 saved with its tokenizer: the paper-shaped battery attaches, a text gets "position:token"
+    labels on the Model page, and the Editor continues a prompt intact and lesioned."""
+    pytest.importorskip("transformers")
+    from ..lm_fixtures import save_model
+
+    folder = tmp_path / "gpt2"
+    save_model(folder, "gpt2")
+    at = _open("pages/model.py", {"model": str(folder)})
+    at.selectbox(key="battery_pick").set_value("paper-battery.yaml").run()
+    _click(at, "Attach the shipped battery")
+    tasks = list(dict.fromkeys(at.data_editor[0].value["task"]))
+    assert len(tasks) == 9 and "capitals" in tasks
+    at.text_area(key="model_text_input").input("The cat sat.").run()
+    _click(at, "Score this text")
+    from ui import resources
+
+    labels = resources.subject(str(folder), None, at.session_state["msa_tasks"]).objective_labels("text:The cat sat.")
+    assert labels and [label.split(":", 1)[0] for label in labels] == [str(i + 1) for i in range(len(labels))]
+    assert any(f"{len(labels)} tokens scored" in c.value for c in at.caption)
+    at.switch_page("pages/editor.py").run()
+    _no_errors(at, "editor")
+    scores = next(d for d in at.dataframe if "task" in d.value.columns).value
+    assert list(scores["task"]) == tasks
+    assert len(at.code) == 2 and at.code[0].value == at.code[1].value  # nothing lesioned: the same both ways
+    assert at.code[0].value.startswith("The cat sat.")
+    lesioned = _open("pages/editor.py", {**_params(at), "lesioned": "0,1,2,3"})
+    scores = next(d for d in lesioned.dataframe if "task" in d.value.columns).value
+    assert (scores["edited"] != scores["intact"]).any()
+    assert len(lesioned.code) == 2 and lesioned.code[0].value == at.code[0].value
