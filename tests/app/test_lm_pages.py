@@ -4,6 +4,8 @@ continuation, the user's own text as an objective ("position:token" labels), and
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("streamlit")
@@ -143,3 +145,23 @@ def test_hugging_face_model_battery_text_and_continuation(msa_home, tmp_path):
     scores = next(d for d in lesioned.dataframe if "task" in d.value.columns).value
     assert (scores["edited"] != scores["intact"]).any()
     assert len(lesioned.code) == 2 and lesioned.code[0].value == at.code[0].value
+
+
+def test_run_output_names_keep_text_labels_and_name_tasks():
+    from msa_core.lm_views import run_output_names
+
+    assert run_output_names(["1:h", "2:e", "3:l", "4:l"], 4, "tokens", "text:hell") == (
+        ["1:h", "2:e", "3:l", "4:l"], "position:token")
+    assert run_output_names(["h", "e", "l", "l"], 4, "tokens", "token log-prob:hell")[0] == ["0:h", "1:e", "2:l", "3:l"]
+    assert run_output_names(["english", "german"], 2, "tasks", "tasks") == (["english", "german"], "task")
+
+
+def test_battery_file_stays_inside_the_uploads_and_shipped_folders(msa_home, tmp_path):
+    from ui import resources
+
+    inside = resources.save_upload("b.yaml", b"tasks: []\n")
+    assert resources.battery_file(inside) == str(Path(inside).resolve())
+    sneaky = str(resources.uploads_dir() / ".." / "elsewhere.yaml")
+    (resources.uploads_dir().parent / "elsewhere.yaml").write_text("tasks: []\n")
+    with pytest.raises(ValueError, match="not an uploaded or shipped battery"):
+        resources.battery_file(sneaky)
