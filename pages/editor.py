@@ -5,11 +5,13 @@ import base64
 import time
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from msa_core import editor as ed
 from msa_core import figures
 from msa_core import live_views as live
+from msa_core import lm_views as lm
 from ui import resources, state
 from ui.errors import message, shown
 
@@ -18,7 +20,7 @@ st.title("Editor")
 
 subject = None
 with shown(f"Loading model {state.model()!r}"):
-    subject = resources.subject(*state.choice())
+    subject = resources.subject(*state.choice(), state.tasks())
 if subject is None:
     st.stop()
 
@@ -27,7 +29,7 @@ units = resources.game_units(subject, record.spec.units) if record else ()
 lesion = record.spec.lesion if record else None
 editor = None
 with shown("Preparing the editor"):
-    editor = resources.editor(state.model(), units, lesion, inputs=state.inputs())
+    editor = resources.editor(state.model(), units, lesion, inputs=state.inputs(), tasks=state.tasks())
 if editor is None:
     st.stop()
 
@@ -113,6 +115,37 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
                          height=300)
 
 
+def lm_panel(lesioned_now: list[int]) -> None:
+    """A language model's per-task scores (with a battery) and the greedy continuation of a prompt, intact and
+    with the current lesions side by side; recomputed on every click (one batch of two rows per token)."""
+    st.markdown("#### Language model")
+    words = (subject.samples or {}).get("words") or []
+    default_prompt = (state.text() or "")[:24] or (words[0][:3] if words else "The")
+    prompt = state.url_widget(st.text_input, "Prompt to continue (8 greedy tokens)", "prompt", default=default_prompt)
+    tasks_game = None
+    if state.tasks():
+        tasks_game = resources.tasks_game(state.model(), units, lesion, state.inputs(), state.tasks())
+    view = lm.lm_edit(subject, lesioned_now, prompt=prompt, editor_game=editor.game, tasks_game=tasks_game)
+    continuation = view["continuation"]
+    if continuation is not None:
+        c1, c2 = st.columns(2)
+        c1.markdown("**Intact**")
+        c1.code(continuation.prompt + continuation.intact, language=None, wrap_lines=True)
+        c2.markdown(f"**With {len(lesioned_now)} lesioned**")
+        c2.code(continuation.prompt + continuation.lesioned, language=None, wrap_lines=True)
+        if continuation.intact == continuation.lesioned:
+            st.caption("Same continuation both ways.")
+    scores = view["tasks"]
+    if scores is not None:
+        st.echarts_chart(live.score_comparison_option(scores["intact"], scores["lesioned"], labels=scores["task"],
+                                                      title="per-task score", y_title="score", x_title="task"),
+                         key="editor_task_scores", height=300)
+        with st.expander("Per-task scores as a table"):
+            st.dataframe(pd.DataFrame({"task": scores["task"], "intact": scores["intact"],
+                                       "edited": scores["lesioned"]}), hide_index=True, width="stretch",
+                         key="editor_task_table")
+
+
 def export_panel() -> None:
     """Mask export (JSON, npz) and a pruned copy, always of the current lesions (it reruns with the grid)."""
     st.markdown("#### Export")
@@ -163,6 +196,9 @@ def editor_body() -> None:
         started = time.perf_counter()
         with shown("Evaluating the edited model"):
             output_panel(editor.intact, editor.evaluate(lesioned))
+        if lm.is_language_model(subject):
+            with shown("Scoring the language model"):
+                lm_panel(lesioned)
         st.session_state["editor_last_ms"] = (time.perf_counter() - started) * 1000
     with left:
         chart_key = f"editor_grid_{key}_{st.session_state.get(state.GRID_VERSION, 0)}"

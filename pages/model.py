@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from msa_core import figures
+from msa_core import lm_views as lm
+from msa_core.tasks import SCORES, battery_from_rows, load_battery
 from ui import resources, state
 from ui.backend import list_builtins
 from ui.errors import shown
@@ -122,5 +124,84 @@ with right:
         st.markdown("**Presets:** " + md_escape(", ".join(subject.unit_presets)))
     with st.expander("Architecture"):
         st.code(str(subject.model), language="text")
+
+
+
+def battery_panel() -> None:
+    """A language model's task battery: attach a shipped or uploaded one, edit it as a table, download it.
+    The URL holds the battery file (a content-addressed copy under the uploads folder, or a shipped one)."""
+    st.markdown("#### Task battery")
+    st.caption("Named tasks of (prompt, answer) items; a run on the **tasks** objective has one output per task "
+               "(modes: units x tasks). Score `accuracy`: the greedy continuation equals the answer; `logprob`: "
+               "mean log-probability of the answer's tokens.")
+    battery = None
+    if state.tasks():
+        with shown("Reading the task battery"):
+            battery = load_battery(resources.battery_file(state.tasks()))
+    b1, b2 = st.columns(2)
+    shipped = {path.name: path for path in resources.shipped_batteries()}
+    if shipped:
+        name = b1.selectbox("Shipped battery", list(shipped), key="battery_pick")
+        if b1.button("Attach the shipped battery", icon=":material/playlist_add:"):
+            with shown(f"Attaching {name}"):
+                resources.subject(state.model(), state.inputs(), str(shipped[name]))  # BatteryError: stays detached
+                state.set_tasks(str(shipped[name]))
+                st.rerun()
+    upload = b2.file_uploader("Upload a battery (.yaml, .json)", type=["yaml", "yml", "json"], key="battery_upload")
+    if upload is not None and b2.button("Attach the uploaded battery", icon=":material/upload:"):
+        with shown(f"Reading {upload.name}"):
+            path = resources.save_battery(load_battery(upload.getvalue().decode("utf-8", errors="replace")))
+            resources.subject(state.model(), state.inputs(), path)
+            state.set_tasks(path)
+            st.rerun()
+    if battery is None:
+        return
+    st.caption(f"Attached: **{md_escape(Path(state.tasks()).name)}**: {len(battery.tasks)} tasks, "
+               f"{battery.n_items} items. Edit cells, add or delete rows, then apply (one row per item; a task's "
+               "score is that of its first row).")
+    rows = pd.DataFrame(battery.to_rows(), columns=["task", "score", "prompt", "answer"])
+    edited = st.data_editor(rows, num_rows="dynamic", hide_index=True, width="stretch",
+                            key=f"battery_table_{battery.sha256()[:12]}",
+                            column_config={"score": st.column_config.SelectboxColumn("score", options=list(SCORES))})
+    c1, c2, c3 = st.columns(3)
+    if c1.button("Apply the edits", type="primary", icon=":material/check:"):
+        with shown("Checking the edited battery"):
+            path = resources.save_battery(battery_from_rows(edited.to_dict("records")))
+            resources.subject(state.model(), state.inputs(), path)  # answers the model cannot tokenise: a message
+            state.set_tasks(path)
+            st.rerun()
+    c2.download_button("Download the battery (YAML)", battery.to_yaml(), file_name="battery.yaml",
+                       mime="application/x-yaml", icon=":material/download:", on_click="ignore")
+    if c3.button("Detach the battery", icon=":material/link_off:"):
+        state.set_tasks(None)
+        st.rerun()
+
+
+def text_panel() -> None:
+    """The user's own text: typed here, scored token by token (the Run page offers it as an objective)."""
+    st.markdown("#### Your text")
+    if "model_text_input" not in st.session_state:
+        st.session_state["model_text_input"] = state.text() or ""
+    typed = st.text_area("Text to score (log-probability of each token given the ones before it)",
+                         key="model_text_input", height=80)
+    t1, t2 = st.columns([1, 3])
+    if t1.button("Score this text", icon=":material/text_fields:", disabled=not typed.strip()):
+        state.set_text(typed)
+        st.rerun()
+    if not state.text():
+        return
+    name = lm.text_objective_name(state.text())
+    with shown("Scoring the text"):
+        scores = resources.editor(state.model(), (), None, name, inputs=state.inputs()).intact.outputs
+        labels = subject.objective_labels(name)
+        st.plotly_chart(figures.score_bars(scores, labels=labels, title="log p of each token (intact model)",
+                                           y_title="log p"), key="model_text_scores")
+        t2.caption(f"{len(labels or [])} tokens scored. On the Run page, choose the objective "
+                   f"**{md_escape(name[:40])}** to get a mode over the text's tokens.")
+
+
+if lm.is_language_model(subject):
+    battery_panel()
+    text_panel()
 
 st.page_link("pages/run.py", label="Next: run MSA on this model", icon=":material/play_circle:")

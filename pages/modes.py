@@ -4,6 +4,7 @@ Every choice on the page is in the URL (order, output or image, colour scale, un
 import streamlit as st
 
 from msa_core import figures
+from msa_core import lm_views as lm
 from ui import resources, state
 from ui.errors import shown
 from ui.text import md_escape
@@ -22,13 +23,12 @@ result = record.result
 objective_name = record.spec.objective
 labels, kind = None, None
 with shown("Reading the output labels"):
-    subject = resources.subject(record.spec.model, record.spec.inputs)
+    subject = resources.subject(record.spec.model, record.spec.inputs, getattr(record.spec, "tasks", None))
     objective_name = objective_name or subject.default_objective
-    labels = subject.objective_labels(objective_name)
+    labels = (result.metadata or {}).get("output_labels") or subject.objective_labels(objective_name)
     kind = subject.objective_kind(objective_name)
 n_flat = result.values[0].numel()
-names = figures.output_names(labels, n_flat, positional=kind == "tokens")
-axis = figures.output_axis_title(kind, labels)
+names, axis = lm.run_output_names(labels, n_flat, kind, objective_name)
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Units", result.n_players)
@@ -38,7 +38,14 @@ c4.metric("Efficiency gap", f"{result.efficiency_gap():.2g}",
           help="max |sum of modes - (v(all intact) - v(all lesioned))|: zero up to rounding.")
 st.caption(f"Run {record.id[:8]} · {md_escape(record.spec.model)} · objective {md_escape(objective_name)} · "
            f"{result.method} · {result.n_samples} samples · seed {result.seed}")
-if kind == "tokens" and labels:
+if kind == "tasks":
+    st.info(f"The outputs are the {n_flat} tasks of the battery: each unit's mode is its contribution to each "
+            "task's score.", icon=":material/checklist:")
+elif kind == "tokens" and labels and objective_name.startswith(lm.TEXT_PREFIX):
+    st.info(f"The outputs are the log-probabilities of each token of your text **{md_escape(objective_name[5:])}**, "
+            "labelled position:token. The unit detail below shows a unit's mode as bars over the text's tokens.",
+            icon=":material/text_fields:")
+elif kind == "tokens" and labels:
     word = objective_name.split(":", 1)[1] if ":" in objective_name else "".join(labels[:-1])
     st.info(f"The outputs are the log-probabilities of each next token of the text **{md_escape(word)}**, labelled "
             "position:token (the last one, `<eos>`, is the end of the word).", icon=":material/text_fields:")

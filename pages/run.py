@@ -6,6 +6,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from msa_core import lm_views as lm
 from msa_core.estimators import MAX_EXACT_PLAYERS, METHOD_DESCRIPTIONS, METHODS
 from ui import resources, state
 from ui.backend import RunSpec, describe_units, progress_text, run_budget
@@ -19,7 +20,7 @@ st.title("Run")
 
 subject = None
 with shown(f"Loading model {state.model()!r}"):
-    subject = resources.subject(*state.choice())
+    subject = resources.subject(*state.choice(), state.tasks())
 if subject is None:
     st.stop()
 
@@ -89,7 +90,7 @@ with left:
             st.info("Choose at least one layer (or use the default units).")
     elif pick != "default":
         preset = pick
-    objectives = list(subject.objectives)
+    objectives = lm.run_objectives(subject, state.text())  # a typed text: "text:<text>"; a battery: "tasks"
     objective = state.url_widget(st.selectbox, "Objective", "objective", options=objectives,
                                  default=subject.default_objective if subject.default_objective in objectives
                                  else objectives[0])
@@ -119,7 +120,7 @@ with right:
 
 spec = RunSpec(model=state.model(), units=units, preset=preset, objective=objective, lesion=lesion, method=method,
                budget=int(budget), options=options, seed=int(seed), label=label,
-               inputs=state.inputs())
+               inputs=state.inputs(), tasks=state.tasks())
 cost, n_players, too_big = None, None, False
 incomplete = pick == "custom layers" and units is None
 with shown("Estimating the cost"):

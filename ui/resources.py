@@ -17,14 +17,56 @@ from . import backend
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
-def subject(ref: str, inputs: str | None = None) -> Any:
-    """The :class:`~msa_core.models.Subject` for a model reference and optional example-inputs file
-    (loaded once per server).
+def subject(ref: str, inputs: str | None = None, tasks: str | None = None) -> Any:
+    """The :class:`~msa_core.models.Subject` for a model reference, optional example-inputs file and optional
+    task-battery file (its default objective then ``"tasks"``), loaded once per server.
+
+    ``tasks`` comes from the URL too, so only a battery under the uploads folder or ``assets/tasks`` is read
+    (:func:`battery_file`).
 
     Untrusted: the reference comes from a browser (a text box, the URL), so recipes run only where the
     server's operator allowed them (``MSA_RECIPE_DIRS``, ``MSA_RECIPE_MODULES``; :mod:`msa_core.models.policy`).
     """
+    if tasks:
+        return backend.load_subject(ref, inputs=inputs or None, trusted=False, tasks=battery_file(tasks))
     return backend.load_subject(ref, inputs=inputs or None, trusted=False)
+
+
+def uploads_dir() -> Path:
+    """Where uploaded models, inputs and edited task batteries are kept (``$MSA_HOME/uploads``)."""
+    return Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
+
+
+def shipped_batteries() -> list[Path]:
+    """The task batteries shipped in ``assets/tasks`` (YAML files), sorted by name."""
+    from msa_core.zoo import assets_dir
+
+    return sorted((assets_dir() / "tasks").glob("*.yaml"))
+
+
+def battery_file(path: str) -> str:
+    """``path`` resolved, when it is a battery file the app may read: under the uploads folder or
+    ``assets/tasks``; else a one-line ValueError (a link must not make the server read other files)."""
+    from msa_core.zoo import assets_dir
+
+    resolved = Path(path).expanduser().resolve()
+    allowed = [uploads_dir().resolve(), (assets_dir() / "tasks").resolve()]
+    if not any(resolved.is_relative_to(folder) for folder in allowed) or not resolved.is_file():
+        raise ValueError(f"task battery {Path(path).name!r} is not an uploaded or shipped battery file; "
+                         "attach one on the Model page")
+    return str(resolved)
+
+
+def save_battery(battery: Any) -> str:
+    """Keep a :class:`~msa_core.tasks.TaskBattery` (e.g. edited in the Model page's table) as a
+    content-addressed YAML file under the uploads folder; its path (what the URL holds)."""
+    return save_upload("battery.yaml", battery.to_yaml().encode("utf-8"))
+
+
+@st.cache_resource(show_spinner="Preparing the task battery...", max_entries=6)
+def tasks_game(ref: str, units: tuple, lesion: str | None, inputs: str | None, tasks: str) -> Any:
+    """The ``"tasks"`` game of ``ref`` with battery ``tasks`` for these units (the Editor's per-task scores)."""
+    return subject(ref, inputs, tasks).game(units=list(units) if units else None, objective="tasks", lesion=lesion)
 
 
 def save_upload(name: str, data: bytes) -> str:
@@ -33,7 +75,7 @@ def save_upload(name: str, data: bytes) -> str:
     The browser's file name keeps only letters, digits, ``.``, ``_`` and ``-`` (no directories, no ``:`` that
     would read as a recipe, no leading dot), so the file always lands inside the uploads folder.
     """
-    folder = Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa") / "uploads"
+    folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     base = Path(str(name).replace("\\", "/")).name
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")[-80:] or "upload"
@@ -104,14 +146,14 @@ def raw_objective(subj: Any) -> str | None:
 
 @st.cache_resource(show_spinner="Preparing the editor...", max_entries=6)
 def editor(ref: str, units: tuple, lesion: str | None, objective: str | None = None,
-           inputs: str | None = None) -> LesionEditor:
+           inputs: str | None = None, tasks: str | None = None) -> LesionEditor:
     """A :class:`~msa_core.editor.LesionEditor` of ``ref`` for these units.
 
     ``objective=None``: the game is the raw model output, and every other objective of the subject that
     runs on the same inputs is scored from it; otherwise the game of that objective (e.g.
     ``"token log-prob:hello"``) with no extra scores.
     """
-    subj = subject(ref, inputs)
+    subj = subject(ref, inputs, tasks)
     units_arg = list(units) if units else None
     if objective is not None:
         return LesionEditor(subj.game(units=units_arg, objective=objective, lesion=lesion))

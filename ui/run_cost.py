@@ -15,7 +15,7 @@ def run_plan(spec: Any) -> dict[str, int]:
     """``{"n_players", "n_units", "evaluations"}`` of a run spec, from its estimator's plan (no game calls)."""
     from msa_core.runs import plan, resolve
 
-    return plan(spec, resolve(spec, subject=resources.subject(spec.model, spec.inputs)))
+    return plan(spec, resolve(spec, subject=resources.subject(spec.model, spec.inputs, spec.tasks)))
 
 
 @st.cache_data(show_spinner="Timing a few batches of this run...", max_entries=64, ttl=3600)
@@ -25,6 +25,6 @@ def run_cost(spec: Any, probe_seconds: float = 1.0) -> dict[str, Any]:
     cache)."""
     from msa_core.runs import estimate_cost, plan, resolve
 
-    resolved = resolve(spec, subject=resources.subject(spec.model, spec.inputs))
+    resolved = resolve(spec, subject=resources.subject(spec.model, spec.inputs, spec.tasks))
     planned = plan(spec, resolved)
     return {**planned, **estimate_cost(resolved, probe_seconds=probe_seconds)}

@@ -1,7 +1,9 @@
 """Session-state keys and the sync between session state and the URL (``st.query_params``).
 
 The URL holds the current model (``?model=``), its example-inputs file when it has one
-(``&inputs=``: TorchScript files need one) and run (``&run=``); the page is the URL path of
+(``&inputs=``: TorchScript files need one), run (``&run=``), a language model's task-battery file
+(``&tasks=``: a content-addressed copy under ``$MSA_HOME/uploads``, or a shipped one) and the user's
+text (``&text=``); the page is the URL path of
 ``st.navigation``. Every setting a page offers is bound to a query parameter of its own with
 :func:`url_widget` (widgets) or :func:`url_value` / :func:`set_url_value` (other state, e.g. the
 editor's lesion set), so a link opened in a fresh browser reopens exactly the same view. Values
@@ -23,6 +25,8 @@ JOB_SPEC = "msa_job_spec"
 LESIONED = "msa_lesioned"
 GRID_VERSION = "msa_grid_version"
 EXTRA_MODELS = "msa_extra_models"
+TASKS = "msa_tasks"
+TEXT = "msa_text"
 DEFAULT_MODEL = "mlp-digits"
 
 
@@ -35,6 +39,8 @@ def init() -> None:
     state[MODEL] = params.get("model") or DEFAULT_MODEL
     state[INPUTS] = params.get("inputs") or None
     state[RUN] = params.get("run") or None
+    state[TASKS] = params.get("tasks") or None
+    state[TEXT] = params.get("text") or None
     state[EXTRA_MODELS] = [(state[MODEL], state[INPUTS])]
     state["_msa_init"] = True
 
@@ -47,6 +53,29 @@ def model() -> str:
 def inputs() -> str | None:
     """The current model's example-inputs file (None: the model's own inputs)."""
     return st.session_state.get(INPUTS) or None
+
+
+def tasks() -> str | None:
+    """The current language model's task-battery file (a path under ``$MSA_HOME/uploads`` or ``assets/tasks``;
+    None: no battery)."""
+    return st.session_state.get(TASKS) or None
+
+
+def text() -> str | None:
+    """The user's own text typed on the Model page (None: none)."""
+    return st.session_state.get(TEXT) or None
+
+
+def set_tasks(path: str | None) -> None:
+    """Attach a task-battery file (None: detach); forgets the run (its objective may be the old battery)."""
+    if (st.session_state.get(TASKS) or None) != (path or None):
+        st.session_state[TASKS] = path or None
+        st.session_state[RUN] = None
+
+
+def set_text(value: str | None) -> None:
+    """Keep the user's text (None or blank: none)."""
+    st.session_state[TEXT] = value if value and value.strip() else None
 
 
 def choice() -> tuple[str, str | None]:
@@ -76,6 +105,8 @@ def set_model(ref: str, inputs_file: str | None = None) -> None:
         st.session_state[INPUTS] = inputs_file
         st.session_state[RUN] = None
         st.session_state[LESIONED] = {}
+        st.session_state[TASKS] = None
+        st.session_state[TEXT] = None
         forget_page_settings()
     extra = st.session_state.setdefault(EXTRA_MODELS, [])
     if (ref, inputs_file) not in extra:
@@ -96,7 +127,7 @@ def set_run(run: str | None) -> None:
     st.session_state[RUN] = run
 
 
-GLOBAL_PARAMS = ("model", "inputs", "run")
+GLOBAL_PARAMS = ("model", "inputs", "run", "tasks", "text")
 """Query parameters of the whole app; every other parameter belongs to the page that binds it."""
 
 _URL_MEMORY = "_msa_url_memory"  # param -> encoded value this session last showed (survives page switches)
@@ -115,6 +146,10 @@ def sync_query() -> None:
         wanted["inputs"] = inputs()
     if run_id():
         wanted["run"] = run_id()
+    if tasks():
+        wanted["tasks"] = tasks()
+    if text():
+        wanted["text"] = text()
     wanted.update({param: value for param, value in bound.items() if value is not None})
     if dict(st.query_params) != wanted:
         st.query_params.from_dict(wanted)

@@ -165,6 +165,16 @@ def _language_model(name: str, model, data: dict[str, np.ndarray], inputs: Any) 
         return NextTokenLogProb(ids, labels=list(word) + [EOS_TOKEN], inputs=ids.to(device))
 
     objectives["token log-prob"] = token_game
+
+    def text_game(text: str = default_word, **_: Any) -> NextTokenLogProb:
+        """log p of each character of ``text`` and of EOS (labels ``"position:token"``); see msa_core.tasks."""
+        from ..tasks import CharCodec, text_objective
+
+        if not text or len(text) + 2 > max_len:
+            raise ValueError(f"give a text of 1 to {max_len - 2} characters, e.g. objective='text:hello'")
+        return text_objective(CharCodec(vocab), text, device=next(model.parameters()).device)
+
+    objectives["text"] = text_game
     return Subject(
         ref=name, name=name, model=model, inputs=tokens, objectives=objectives,
         default_objective=next(iter(objectives)), layers=[],
