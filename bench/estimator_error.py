@@ -86,8 +86,9 @@ class TableGame:
         return self.table[(coalitions.long() * self.powers).sum(1)].to(torch.float64)
 
     def scalar(self, project: Callable[[torch.Tensor], torch.Tensor]) -> "TableGame":
-        flat = self.table.reshape(self.table.shape[0], -1).to(torch.float64)
-        return TableGame(project(flat).numpy(), self.n_players)
+        flat = self.table.reshape(self.table.shape[0], -1)
+        parts = [project(flat[i : i + 4096].to(torch.float64)) for i in range(0, flat.shape[0], 4096)]
+        return TableGame(torch.cat(parts).numpy(), self.n_players)
 
 
 def tabulate(name: str, make: Callable, dtype=np.float64) -> TableGame:
