@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=[m for m in METHODS if m != "exact"] + ["exact"])
     parser.add_argument("--no-shapiq", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # small matrices: threads only contend on a shared machine
     for key in args.games:
         title, make, project = GAMES[key]
         if key == "dcgan":

@@ -188,7 +188,7 @@ class RegressionEstimator(Estimator):
     @staticmethod
     def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
         """Coefficients ``(k, p, out)`` minimising each weighted error ``(A[g], B[g])`` (``(k, p, p)``,
-        ``(k, p, out)``) subject to ``sum(m) = gap``: a batch of KKT systems in one call; where one
+        ``(k, p, out)``) subject to ``sum(m) = gap``: one KKT system per replicate; where one
         is singular (fewer distinct coalitions than features), the minimum-norm solution."""
         k, p = A.shape[0], A.shape[1]
         kkt = torch.zeros((k, p + 1, p + 1), dtype=torch.float64, device=A.device)
@@ -196,15 +196,19 @@ class RegressionEstimator(Estimator):
         kkt[:, :p, p] = 1.0
         kkt[:, p, :p] = 1.0
         rhs = torch.cat([B, gap.reshape(1, 1, -1).expand(k, 1, -1)], dim=1)
-        try:
-            solution = torch.linalg.solve(kkt, rhs)
-            residual = (kkt @ solution - rhs).abs().amax()
-            if bool(torch.isfinite(solution).all()) and float(residual) <= 1e-9 * (1.0 + float(rhs.abs().amax())):
-                return solution[:, :p]
-        except RuntimeError:  # singular: torch raises LinAlgError (a RuntimeError)
-            pass
-        solution = torch.linalg.lstsq(kkt.cpu(), rhs.cpu(), rcond=1e-12, driver="gelsd").solution
-        return solution[:, :p].to(A.device)
+        # numpy's LAPACK: one gesv per system (torch's batched CPU solve misbehaved with MKL threads)
+        kkt_np, rhs_np = kkt.cpu().numpy(), rhs.cpu().numpy()
+        solution = np.empty_like(rhs_np)
+        for index in range(k):
+            try:
+                solution[index] = np.linalg.solve(kkt_np[index], rhs_np[index])
+                residual = np.abs(kkt_np[index] @ solution[index] - rhs_np[index]).max()
+                if np.isfinite(solution[index]).all() and residual <= 1e-9 * (1.0 + np.abs(rhs_np[index]).max()):
+                    continue
+            except np.linalg.LinAlgError:  # singular: fewer distinct coalitions than features
+                pass
+            solution[index] = np.linalg.lstsq(kkt_np[index], rhs_np[index], rcond=1e-12)[0]
+        return torch.from_numpy(solution[:, :p]).to(A.device)
 
     def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(phi, stderr)`` flat ``(n, out)`` from the group sums (stderr None without replicates)."""
