@@ -158,7 +158,8 @@ def shapiq_table(title: str, game: TableGame, methods: list[str], seeds: int) ->
     n = game.n_players
 
     def value_function(coalitions: np.ndarray) -> np.ndarray:
-        return game(torch.from_numpy(np.asarray(coalitions, dtype=bool))).numpy()
+        matrix = np.atleast_2d(np.asarray(coalitions, dtype=bool))  # some approximators pass one coalition
+        return game(torch.from_numpy(matrix)).numpy()
 
     rivals = {
         "shapiq KernelSHAP": lambda s: shapiq.KernelSHAP(n=n, random_state=s),
@@ -189,9 +190,13 @@ def shapiq_table(title: str, game: TableGame, methods: list[str], seeds: int) ->
         row = []
         for budget in BUDGETS:
             rmse = []
-            for seed in range(seeds):
-                values = build(seed).approximate(budget, value_function).get_n_order_values(1)
-                rmse.append(float(np.sqrt(np.mean((np.asarray(values) - exact.numpy()) ** 2))))
+            try:
+                for seed in range(seeds):
+                    values = build(seed).approximate(budget, value_function).get_n_order_values(1)
+                    rmse.append(float(np.sqrt(np.mean((np.asarray(values) - exact.numpy()) ** 2))))
+            except Exception as error:  # report it and go on with the other approximators
+                row.append(f"failed: {type(error).__name__}")
+                continue
             theirs[budget] = min(theirs[budget], float(np.mean(rmse)))
             row.append(f"{np.mean(rmse):.5f}")
         print(f"| {name} | " + " | ".join(row) + " |")
