@@ -103,3 +103,38 @@ def test_state_dict_holds_plain_values_only():
 def test_topk_k_comes_through_estimator_options():
     result = _run("topk", budget=2000, estimator_options={"k": 2})
     assert result.metadata["topk"]["k"] == 2 and len(result.metadata["topk"]["top_k"]) == 2
+
+
+def test_analyses_call_games_through_the_game_runner():
+    from msa_core.analysis._common import call_game
+
+    calls = []
+
+    def game(coalitions):
+        calls.append(coalitions.shape[0])
+        values = coalitions.sum(1, keepdim=True).double()
+        values[coalitions.all(1)] = float("nan")
+        return values.numpy()  # an analysis game may return numpy
+
+    coalitions = torch.zeros((5, 3), dtype=torch.bool)
+    assert call_game(game, coalitions, batch_size=2).shape == (5, 1) and calls == [2, 2, 1]
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        call_game(game, torch.ones((2, 3), dtype=torch.bool))
+
+
+def test_interactions_share_the_permutation_walk():
+    from msa_core.analysis.interactions import pairwise_interactions
+
+    game = _game()
+    result = pairwise_interactions(game, [0, 1, 2], n_players=N, n_permutations=20, seed=4)
+    plain = shapley_modes(game, N, method="permutation", n_permutations=20, seed=4)
+    assert torch.allclose(torch.from_numpy(result.phi), plain.values[:3], atol=1e-12)
+    assert result.n_evaluations == 2 + 20 * (N - 1 + 3 * 3)
+
+
+def test_auto_rule():
+    auto = make_estimator("auto")
+    assert auto.choose(10, 2**10).name == "exact"
+    assert auto.choose(16, 150).name == "kernel"
+    assert auto.choose(16, 450).name == "leverage"
+    assert auto.choose(16, 450, output_size=10**9).name == "antithetic"

@@ -67,8 +67,9 @@ def test_paired_kernelshap_equals_the_paired_two_additive_fit():
     # the pair features of S and N - S differ by linear terms, so on a paired design the 2-additive
     # surrogate's Shapley values are paired KernelSHAP's (and kernel is exact on 2-additive games)
     game = random_unanimity(n=10, n_terms=20, output_shape=(2,), seed=4)
-    kernel = shapley_modes(game, 10, method="kernel", budget=150, seed=2)
-    paired_kadd = shapley_modes(game, 10, method="kadd", budget=150, seed=2, estimator_options={"paired": True})
+    plain = {"size_features": False}
+    kernel = shapley_modes(game, 10, method="kernel", budget=150, seed=2, estimator_options=plain)
+    paired_kadd = shapley_modes(game, 10, method="kadd", budget=150, seed=2, estimator_options={"paired": True, **plain})
     assert torch.allclose(kernel.values, paired_kadd.values, atol=1e-10, rtol=0)
     two_additive = _two_additive(10, seed=6)
     exact_again = shapley_modes(two_additive, 10, method="kernel", budget=150, seed=2)

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["as_values", "scalar_summary", "call_game", "n_players_of", "Reduce"]
+__all__ = ["as_values", "scalar_summary", "call_game", "run_game", "n_players_of", "Reduce"]
 
 Reduce = Callable[[np.ndarray], np.ndarray] | str | int | None
 """How a vector game value becomes one number per coalition.
@@ -67,17 +67,32 @@ def n_players_of(game: Any, n_players: int | None) -> int:
 def call_game(game: Callable, coalitions: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
     """Evaluate a bool coalition matrix ``(batch, n_players)``; returns float64 ``(batch, *output_shape)``.
 
-    The whole matrix is handed over in slices of ``batch_size`` rows (all of it when None): the game
-    sees batches, never single coalitions.
+    Goes through :class:`~msa_core.estimators.GameRunner`, the one game-call path of the library
+    (validation, NaN check, out-of-memory halving, batching by ``batch_size`` rows or the game's
+    preferred size): the game sees batches, never single coalitions. Array-like returns are accepted.
     """
+    return run_game(game, coalitions, batch_size).cpu().numpy()
+
+
+def run_game(game: Callable, coalitions: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """As :func:`call_game`, as a float64 tensor (CPU)."""
+    from ..estimators.base import GameRunner
+
     if coalitions.dtype != torch.bool or coalitions.ndim != 2:
         raise ValueError("coalitions must be a bool tensor (batch, n_players)")
-    step = batch_size or max(1, coalitions.shape[0])
-    chunks = []
+    runner = GameRunner(_as_tensor_game(game), coalitions.shape[1], batch_size=batch_size)
     with torch.no_grad():
-        for start in range(0, coalitions.shape[0], step):
-            values = game(coalitions[start : start + step])
-            if not isinstance(values, torch.Tensor):
-                values = torch.as_tensor(np.asarray(values))
-            chunks.append(values.detach().to("cpu", torch.float64))
-    return torch.cat(chunks).numpy()
+        return runner(coalitions)
+
+
+def _as_tensor_game(game: Callable) -> Callable:
+    """``game`` with array-like values converted to tensors (analyses accept numpy-returning games)."""
+
+    def tensor_game(coalitions: torch.Tensor) -> torch.Tensor:
+        values = game(coalitions)
+        return values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+
+    for name in ("preferred_batch_size", "n_players", "unit_labels"):
+        if hasattr(game, name):
+            setattr(tensor_game, name, getattr(game, name))
+    return tensor_game

@@ -34,8 +34,9 @@ import pandas as pd
 import torch
 
 from ..accumulate import MomentAccumulator
-from ..estimators.permutation import draw_permutation
-from ._common import call_game, n_players_of
+from ..estimators.base import GameRunner
+from ..estimators.permutation import chain_marginals, chain_values, draw_permutations, join_positions
+from ._common import _as_tensor_game, n_players_of
 
 __all__ = ["InteractionResult", "pairwise_interactions"]
 
@@ -124,25 +125,18 @@ def pairwise_interactions(
     pair_b = torch.as_tensor([chosen[b] for _, b in pairs])
     n_pairs = len(pairs)
 
-    ends = torch.zeros((2, n), dtype=torch.bool)
-    ends[1] = True
-    end_values = torch.from_numpy(call_game(game, ends, batch_size))
-    empty, intact = end_values[0], end_values[1]
+    runner = GameRunner(_as_tensor_game(game), n, batch_size=batch_size)
+    empty, intact = runner.endpoints()
     out_shape = tuple(empty.shape)
-    n_evaluations = 2
 
     acc_gamma = MomentAccumulator()
     acc_phi = MomentAccumulator()
     acc_pair = MomentAccumulator()
     for start in range(0, n_permutations, permutations_per_block):
         stop = min(n_permutations, start + permutations_per_block)
-        perms = torch.from_numpy(np.stack([draw_permutation(seed, p, n) for p in range(start, stop)]))
+        perms = draw_permutations(seed, range(start, stop), n)
         m = perms.shape[0]
-        pos = torch.empty_like(perms)
-        pos.scatter_(1, perms, torch.arange(n).expand(m, n).contiguous())
-        # chain: prefix j (j = 1..n-1) of every permutation
-        sizes = torch.arange(1, n).view(1, n - 1, 1)
-        chain = (pos.unsqueeze(1) < sizes).reshape(m * (n - 1), n)
+        pos = join_positions(perms)
         # per pair, with f the one of (i, j) that comes first in the order and s the other:
         #   B_f = players before f (a chain prefix), B_s = players before s, minus f.
         # Chain prefixes give v(B_f), v(B_f + f) and v(B_s + f + s); three coalitions are new:
@@ -161,24 +155,15 @@ def pairwise_interactions(
         new2[rows, cols, first] = False
         new3 = new2.clone()
         new3[rows, cols, second] = True
-        extra = [x.reshape(m * n_pairs, n) for x in (new1, new2, new3)]
-        coalitions = torch.cat([chain, *extra])
-        values = torch.from_numpy(call_game(game, coalitions, batch_size))
-        n_evaluations += coalitions.shape[0]
-        chain_values = torch.empty((m, n + 1, *out_shape), dtype=torch.float64)
-        chain_values[:, 0] = empty
-        chain_values[:, n] = intact
-        chain_values[:, 1:n] = values[: m * (n - 1)].reshape(m, n - 1, *out_shape)
-        steps = chain_values[:, 1:] - chain_values[:, :-1]
-        marginals = torch.empty_like(steps)
-        index = perms.view(m, n, *([1] * len(out_shape))).expand_as(steps)
-        marginals.scatter_(1, index, steps)  # marginals[p, i]: unit i's gain in permutation p
+        with torch.no_grad():  # the chain through the shared walker; the pair coalitions in one call
+            chain = chain_values(runner, perms, empty, intact)  # (m, n + 1, *out)
+            new_values = runner(torch.cat([x.reshape(m * n_pairs, n) for x in (new1, new2, new3)]))
+        marginals = chain_marginals(chain, perms)  # marginals[p, i]: unit i's gain in permutation p
 
-        offset = m * (n - 1)
-        new_values = values[offset:].reshape(3, m, n_pairs, *out_shape)
+        new_values = new_values.reshape(3, m, n_pairs, *out_shape)
         rows = torch.arange(m).view(m, 1)
-        v_bf, v_bf_f = chain_values[rows, p_first], chain_values[rows, p_first + 1]
-        v_bs_fs = chain_values[rows, p_second + 1]
+        v_bf, v_bf_f = chain[rows, p_first], chain[rows, p_first + 1]
+        v_bs_fs = chain[rows, p_second + 1]
         v_bf_fs, v_bs, v_bs_s = new_values[0], new_values[1], new_values[2]
         # merging at f's place (order with s deleted) and at s's place (f deleted), averaged: the two
         # unbiased "delete the partner" samples, whichever of i and j came first
@@ -205,6 +190,6 @@ def pairwise_interactions(
         phi=acc_phi.mean.numpy(),
         pair_values=pair_values,
         n_permutations=n_permutations,
-        n_evaluations=n_evaluations,
+        n_evaluations=runner.n_evaluations,
         unit_labels=[str(labels_all[i]) for i in chosen],
     )

@@ -20,7 +20,8 @@ kadd       2-additive regression surrogate (Pelegrina et al.     delete-a-group 
            2023), single coalitions
 regression_mc  surrogate + cross-fitted Monte Carlo residual      over the cross-fitting folds
            correction (Witter et al. 2025)
-auto       exact when 2^n fits the budget, else kernel           that of the chosen method
+auto       exact when 2^n fits the budget, else kernel or        that of the chosen method
+           leverage by evaluations per unit (see auto.py)
 ========== ==================================================== =====================================
 
 Every budget is in game evaluations, endpoints included (``budget=``; ``n_permutations=M`` means

@@ -14,12 +14,41 @@ import torch
 
 from .base import GameRunner, SamplingEstimator
 
-__all__ = ["PermutationEstimator", "AntitheticEstimator", "draw_permutation", "chain_values", "chain_marginals"]
+__all__ = [
+    "PermutationEstimator",
+    "AntitheticEstimator",
+    "draw_permutation",
+    "draw_permutations",
+    "join_positions",
+    "prefix_coalitions",
+    "chain_values",
+    "chain_marginals",
+]
 
 
 def draw_permutation(seed: int, unit: int, n_players: int) -> np.ndarray:
     """The join order of sample unit ``unit``: int64 ``(n_players,)``, a function of ``(seed, unit)``."""
     return np.random.default_rng([seed, unit]).permutation(n_players).astype(np.int64)
+
+
+def draw_permutations(seed: int, units: range, n_players: int) -> torch.Tensor:
+    """Join orders of sample units ``units``: int64 ``(len(units), n_players)``."""
+    return torch.from_numpy(np.stack([draw_permutation(seed, u, n_players) for u in units]).reshape(len(units), n_players))
+
+
+def join_positions(permutations: torch.Tensor) -> torch.Tensor:
+    """``positions[p, i]``: where unit ``i`` joins in order ``p``; int64 ``(m, n)``."""
+    m, n = permutations.shape
+    positions = torch.empty_like(permutations)
+    positions.scatter_(1, permutations, torch.arange(n).expand(m, n).contiguous())
+    return positions
+
+
+def prefix_coalitions(permutations: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Prefixes of join orders: bool ``(m, len(lengths), n)``; row ``[p, j]`` has the first
+    ``lengths[j]`` units of ``permutations[p]`` intact (the coalitions along a chain)."""
+    positions = join_positions(permutations)
+    return positions.unsqueeze(1) < torch.as_tensor(lengths).view(1, -1, 1)
 
 
 def chain_values(
@@ -50,11 +79,7 @@ def chain_values(
             raise ValueError("the game returned NaN or infinity along a join order")
         runner.count(m * (n - 1))
     else:
-        positions = torch.empty_like(permutations)
-        positions.scatter_(1, permutations, torch.arange(n).expand(m, n).contiguous())
-        sizes = torch.arange(1, n).view(1, n - 1, 1)
-        # coalition j of order p holds the units whose position in p is below j
-        coalitions = (positions.unsqueeze(1) < sizes).reshape(m * (n - 1), n)
+        coalitions = prefix_coalitions(permutations, torch.arange(1, n)).reshape(m * (n - 1), n)
         inner = runner(coalitions).reshape(m, n - 1, *empty.shape)
         values = torch.empty((m, n + 1, *empty.shape), dtype=torch.float64, device=runner.device)
         values[:, 1:n] = inner
@@ -98,7 +123,7 @@ class PermutationEstimator(SamplingEstimator):
         """Join orders ``(len(units), n_players)`` of the given units."""
         if self.permutations is not None:
             return self.permutations[units.start : units.stop]
-        return torch.from_numpy(np.stack([draw_permutation(seed, u, n_players) for u in units]))
+        return draw_permutations(seed, units, n_players)
 
     def unit_samples(self, runner, n_players, seed, units, empty, intact):
         permutations = self.draw(seed, units, n_players)

@@ -76,10 +76,11 @@ class RegressionEstimator(Estimator):
     mc_correction = False
     paired = True
 
-    def __init__(self, n_groups: int = 16) -> None:
+    def __init__(self, n_groups: int = 16, size_features: bool = True) -> None:
         if n_groups < 2:
             raise ValueError(f"n_groups must be at least 2; got {n_groups}")
         self.n_groups = int(n_groups)
+        self.size_features = bool(size_features)
 
     # ------------------------------------------------------------------ design and plan
     def size_weights(self, n_players: int) -> np.ndarray:
@@ -108,26 +109,46 @@ class RegressionEstimator(Estimator):
         return PairedDesign.build(n_players, budget, self.size_weights(n_players), seed, groups, self.paired)
 
     def n_features(self, n_players: int) -> int:
-        return n_players if self.order == 1 else n_players * (n_players + 1) // 2
+        p = n_players if self.order == 1 else n_players * (n_players + 1) // 2
+        return p + (self._n_sizes(n_players) if self.size_features else 0)
+
+    def _n_sizes(self, n_players: int) -> int:
+        return max(0, n_players - 1 - self.order)
 
     def features(self, coalitions: torch.Tensor) -> torch.Tensor:
-        """Regression features ``(rows, p)`` float64 of bool coalitions ``(rows, n)``."""
+        """Regression features ``(rows, p)`` float64 of bool coalitions ``(rows, n)``.
+
+        With ``size_features``, one indicator per coalition size ``order + 1 .. n - 1`` follows: a function of
+        the size alone has Shapley value 0 for every player (``(f(N) - f(empty)) / n`` with both 0),
+        and with every coalition the fit's Shapley values stay exact (checked in the tests), but on a
+        sample they absorb the part of the game that depends on how many units are intact, which in
+        neural networks is most of it (the reason Owen sampling helps). Sizes ``1 .. order`` are left
+        out: their indicators are already in the span (``|S| = sum_i x_i``, ``binom(|S|, 2) = sum x_i x_j``),
+        and without them the normal equations have no null space.
+        """
         z = coalitions.to(torch.float64)
-        if self.order == 1:
-            return z
-        i, j = _pair_index(coalitions.shape[1])
-        return torch.cat([z, z[:, i] * z[:, j]], dim=1)
+        columns = [z]
+        if self.order == 2:
+            i, j = _pair_index(coalitions.shape[1])
+            columns.append(z[:, i] * z[:, j])
+        if self.size_features:
+            n = coalitions.shape[1]
+            sizes = coalitions.sum(1, keepdim=True)
+            columns.append((sizes == torch.arange(self.order + 1, n).view(1, -1)).to(torch.float64))
+        return torch.cat(columns, dim=1) if len(columns) > 1 else z
 
     def shapley_map(self, n_players: int) -> torch.Tensor:
         """``T`` ``(n, p)``: Shapley values of the surrogate with coefficients ``m`` are ``T @ m``."""
-        eye = torch.eye(n_players, dtype=torch.float64)
-        if self.order == 1:
-            return eye
-        i, j = _pair_index(n_players)
-        pairs = torch.zeros((n_players, len(i)), dtype=torch.float64)
-        pairs[i, torch.arange(len(i))] = 0.5
-        pairs[j, torch.arange(len(i))] = 0.5
-        return torch.cat([eye, pairs], dim=1)
+        columns = [torch.eye(n_players, dtype=torch.float64)]
+        if self.order == 2:
+            i, j = _pair_index(n_players)
+            pairs = torch.zeros((n_players, len(i)), dtype=torch.float64)
+            pairs[i, torch.arange(len(i))] = 0.5
+            pairs[j, torch.arange(len(i))] = 0.5
+            columns.append(pairs)
+        if self.size_features:  # size indicators have Shapley value 0
+            columns.append(torch.zeros((n_players, self._n_sizes(n_players)), dtype=torch.float64))
+        return torch.cat(columns, dim=1)
 
     # ------------------------------------------------------------------ accumulation
     def _new_sums(self, n: int, p: int, groups: int, out: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -167,7 +188,7 @@ class RegressionEstimator(Estimator):
     @staticmethod
     def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
         """Coefficients ``(k, p, out)`` minimising each weighted error ``(A[g], B[g])`` (``(k, p, p)``,
-        ``(k, p, out)``) subject to ``sum(m) = gap``: a batch of KKT systems in one call; where one
+        ``(k, p, out)``) subject to ``sum(m) = gap``: one KKT system per replicate; where one
         is singular (fewer distinct coalitions than features), the minimum-norm solution."""
         k, p = A.shape[0], A.shape[1]
         kkt = torch.zeros((k, p + 1, p + 1), dtype=torch.float64, device=A.device)
@@ -175,15 +196,19 @@ class RegressionEstimator(Estimator):
         kkt[:, :p, p] = 1.0
         kkt[:, p, :p] = 1.0
         rhs = torch.cat([B, gap.reshape(1, 1, -1).expand(k, 1, -1)], dim=1)
-        try:
-            solution = torch.linalg.solve(kkt, rhs)
-            residual = (kkt @ solution - rhs).abs().amax()
-            if bool(torch.isfinite(solution).all()) and float(residual) <= 1e-9 * (1.0 + float(rhs.abs().amax())):
-                return solution[:, :p]
-        except RuntimeError:  # singular: torch raises LinAlgError (a RuntimeError)
-            pass
-        solution = torch.linalg.lstsq(kkt.cpu(), rhs.cpu(), rcond=1e-12, driver="gelsd").solution
-        return solution[:, :p].to(A.device)
+        # numpy's LAPACK: one gesv per system (torch's batched CPU solve misbehaved with MKL threads)
+        kkt_np, rhs_np = kkt.cpu().numpy(), rhs.cpu().numpy()
+        solution = np.empty_like(rhs_np)
+        for index in range(k):
+            try:
+                solution[index] = np.linalg.solve(kkt_np[index], rhs_np[index])
+                residual = np.abs(kkt_np[index] @ solution[index] - rhs_np[index]).max()
+                if np.isfinite(solution[index]).all() and residual <= 1e-9 * (1.0 + np.abs(rhs_np[index]).max()):
+                    continue
+            except np.linalg.LinAlgError:  # singular: fewer distinct coalitions than features
+                pass
+            solution[index] = np.linalg.lstsq(kkt_np[index], rhs_np[index], rcond=1e-12)[0]
+        return torch.from_numpy(solution[:, :p]).to(A.device)
 
     def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(phi, stderr)`` flat ``(n, out)`` from the group sums (stderr None without replicates)."""
@@ -308,8 +333,8 @@ class KAdditiveEstimator(RegressionEstimator):
     name = "kadd"
     order = 2
 
-    def __init__(self, n_groups: int = 16, size_weights: str = "kernel", paired: bool = False) -> None:
-        super().__init__(n_groups)
+    def __init__(self, n_groups: int = 16, size_weights: str = "kernel", paired: bool = False, size_features: bool = True) -> None:
+        super().__init__(n_groups, size_features)
         if size_weights not in ("kernel", "uniform"):
             raise ValueError(f"size_weights must be 'kernel' or 'uniform'; got {size_weights!r}")
         self.allocation = size_weights
@@ -332,8 +357,10 @@ class RegressionMCEstimator(KAdditiveEstimator):
     name = "regression_mc"
     mc_correction = True
 
-    def __init__(self, n_groups: int = 16, size_weights: str = "uniform", order: int = 2, paired: bool = True) -> None:
-        super().__init__(n_groups, size_weights, paired)
+    def __init__(
+        self, n_groups: int = 16, size_weights: str = "uniform", order: int = 2, paired: bool = True, size_features: bool = True
+    ) -> None:
+        super().__init__(n_groups, size_weights, paired, size_features)
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2; got {order}")
         self.order = int(order)

@@ -31,7 +31,7 @@ import torch
 
 from ..result import ShapleyResult
 from .base import Estimator, GameRunner, SamplingState, begin_run
-from .permutation import draw_permutation
+from .permutation import chain_marginals, chain_values, draw_permutations, join_positions
 from .truncated import summarise
 
 __all__ = ["TopKEstimator", "empirical_bernstein_radius"]
@@ -97,17 +97,9 @@ class TopKEstimator(Estimator):
         """Marginals ``(m, len(units), *out)`` of ``units`` (all units when a chain is cheaper) in ``perms``."""
         m, n = perms.shape
         out_shape = tuple(empty.shape)
-        pos = torch.empty_like(perms)
-        pos.scatter_(1, perms, torch.arange(n).expand(m, n).contiguous())
-        if 2 * int(active.sum()) >= n - 1:
-            sizes = torch.arange(1, n).view(1, n - 1, 1)
-            inner = runner((pos.unsqueeze(1) < sizes).reshape(m * (n - 1), n)).reshape(m, n - 1, *out_shape)
-            chain = torch.empty((m, n + 1, *out_shape), dtype=torch.float64, device=runner.device)
-            chain[:, 0], chain[:, n], chain[:, 1:n] = empty, intact, inner
-            steps = chain[:, 1:] - chain[:, :-1]
-            marginals = torch.empty_like(steps)
-            marginals.scatter_(1, perms.view(m, n, *([1] * len(out_shape))).expand_as(steps), steps)
-            return marginals, np.arange(n)
+        if 2 * int(active.sum()) >= n - 1:  # a whole chain is cheaper: every unit's marginal
+            return chain_marginals(chain_values(runner, perms, empty, intact), perms), np.arange(n)
+        pos = join_positions(perms)
         units = np.nonzero(active)[0]
         idx = torch.as_tensor(units)
         before = pos.unsqueeze(1) < pos[:, idx].unsqueeze(2)  # (m, a, n): players ahead of the unit
@@ -178,7 +170,7 @@ class TopKEstimator(Estimator):
             if m < 1:
                 break
             runner.check_cancel()
-            perms = torch.from_numpy(np.stack([draw_permutation(seed, u, n) for u in range(next_perm, next_perm + m)]))
+            perms = draw_permutations(seed, range(next_perm, next_perm + m), n)
             marginals, units = self._marginals(runner, perms, active, empty, intact)
             next_perm += m
             rounds += 1

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .base import GameRunner, SamplingEstimator
-from .permutation import draw_permutation
+from .permutation import chain_marginals, draw_permutations, prefix_coalitions
 
 __all__ = ["TruncatedEstimator", "summarise"]
 
@@ -86,9 +86,7 @@ class TruncatedEstimator(SamplingEstimator):
     def unit_samples(self, runner: GameRunner, n_players, seed, units, empty, intact):
         n = n_players
         m = len(units)
-        perms = torch.from_numpy(np.stack([draw_permutation(seed, u, n) for u in units]))
-        pos = torch.empty_like(perms)
-        pos.scatter_(1, perms, torch.arange(n).expand(m, n).contiguous())
+        perms = draw_permutations(seed, units, n)
         out_shape = tuple(empty.shape)
         values = torch.empty((m, n + 1, *out_shape), dtype=torch.float64, device=runner.device)
         values[:, 0] = empty
@@ -112,7 +110,7 @@ class TruncatedEstimator(SamplingEstimator):
             if len(js) == 0:
                 active[rows] = False
                 continue
-            coalitions = pos[rows].unsqueeze(1) < js.view(1, -1, 1)  # (a, c, n): prefix of length j
+            coalitions = prefix_coalitions(perms[rows], js)  # (a, c, n): prefix of length j
             evaluated = runner(coalitions.reshape(-1, n)).reshape(len(rows), len(js), *out_shape)
             values[rows.unsqueeze(1), js.unsqueeze(0)] = evaluated
             near = (summarise(evaluated.reshape(-1, *out_shape), self.summary).reshape(len(rows), len(js)) - floor).abs() <= threshold
@@ -129,11 +127,7 @@ class TruncatedEstimator(SamplingEstimator):
         values = torch.where(cut.view(m, n + 1, *([1] * len(out_shape))), empty.expand_as(values), values)
         self.truncated_steps += int((stop_at.clamp(min=1) - 1).sum())
         self.total_steps += m * max(0, n - 1)
-        steps = values[:, 1:] - values[:, :-1]
-        marginals = torch.empty_like(steps)
-        index = perms.to(steps.device).view(m, n, *([1] * len(out_shape))).expand_as(steps)
-        marginals.scatter_(1, index, steps)
-        return marginals
+        return chain_marginals(values, perms)
 
     def estimate(self, runner: GameRunner, n_players: int, **options: Any):
         result = super().estimate(runner, n_players, **options)
