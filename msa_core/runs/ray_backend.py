@@ -118,7 +118,8 @@ _POOLS: dict[tuple, list[Any]] = {}
 
 def _worker_pool(ray: Any, use_gpu: bool, gpus: float, n_workers: int) -> list[Any]:
     """Actors kept for the life of the Ray session (a worker keeps its model between runs)."""
-    session = ray.get_runtime_context().get_job_id()
+    context = ray.get_runtime_context()
+    session = (context.get_node_id(), context.get_job_id())  # a new Ray (even with the same job id): new actors
     pool_id = (session, use_gpu, gpus, n_workers)
     for stale in [k for k in _POOLS if k[0] != session]:
         del _POOLS[stale]
