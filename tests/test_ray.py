@@ -37,9 +37,7 @@ def local_ray():
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
-    yield ray
-    if started:
-        ray.shutdown()
+    yield ray  # left running for the other Ray test module (one Ray per pytest process; closed at exit)
 
 
 @pytest.fixture()

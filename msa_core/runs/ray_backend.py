@@ -117,11 +117,19 @@ _POOLS: dict[tuple, list[Any]] = {}
 
 
 def _worker_pool(ray: Any, use_gpu: bool, gpus: float, n_workers: int) -> list[Any]:
-    """Actors kept for the life of the Ray session (a worker keeps its model between runs)."""
-    session = ray.get_runtime_context().get_job_id()
+    """Actors kept for the life of the Ray session (a worker keeps its model between runs). One pool at a
+    time: a pool of another size or kind is killed first, so its actors free their CPUs or GPUs (two
+    pools competing for the same slots would wait for each other forever)."""
+    context = ray.get_runtime_context()
+    session = (context.get_node_id(), context.get_job_id())  # a new Ray (even with the same job id): new actors
     pool_id = (session, use_gpu, gpus, n_workers)
-    for stale in [k for k in _POOLS if k[0] != session]:
-        del _POOLS[stale]
+    for stale in [k for k in _POOLS if k != pool_id]:
+        for actor in _POOLS.pop(stale):
+            if stale[0] == session:
+                try:
+                    ray.kill(actor)
+                except Exception:  # best effort: an actor that is already gone
+                    pass
     if pool_id not in _POOLS:
         actor = ray.remote(num_gpus=gpus if use_gpu else 0, num_cpus=0 if use_gpu else 1,
                            max_restarts=2, max_task_retries=2)(GameWorker)
