@@ -149,6 +149,9 @@ def test_an_unknown_preset_names_the_presets(tmp_path):
         resolve(RunSpec("mlp-digits", units=("hidden layers",)))
 
 
+MULTI_BLOCK_METHODS = ("permutation", "antithetic", "owen", "truncated", "topk")
+
+
 class _CancelAfterCheckpoint(RunStore):
     """A store that asks the run to stop once it has saved its first checkpoint."""
 
@@ -179,7 +182,10 @@ def test_every_method_resumes_from_a_checkpoint_with_the_uninterrupted_values(me
         assert spec_key_in(store, spec)
     record = execute(spec, RunStore(tmp_path / "store"))
     assert resumed == (record.params["resumed_evaluations"] > 0)
-    assert resumed or make_estimator(method).plan(5, 2) == make_estimator(method).plan(5, 10**6), method
+    # the join-order methods spend this budget in many blocks, so they must have resumed; an estimator that
+    # spends it in one block (exact; regression methods enumerating all 2^5 coalitions) finished at its
+    # first checkpoint and the second call found the stored run
+    assert resumed or (method not in MULTI_BLOCK_METHODS and record.params["cached"]), method
     assert torch.equal(record.result.values, reference.values)
 
 
