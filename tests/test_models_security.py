@@ -327,3 +327,28 @@ def test_builtin_sweep_recipes_pass_untrusted_but_nothing_else_in_their_module(n
     for ref in ("msa_core.zoo.sweep:sweep_recipe", "msa_core.zoo.sweep:load_weights", "msa_core.zoo:load_weights"):
         with pytest.raises(RecipeRefused):
             policy.check_module(ref, ref.partition(":")[0])
+
+
+def test_an_edited_module_recipe_is_reloaded_and_gets_a_new_run_key(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from msa_core.runs.spec import RunSpec, resolve
+
+    def write(out_features: int) -> None:
+        file.write_text(
+            "import torch\n"
+            "def make():\n"
+            f"    return {{'model': torch.nn.Sequential(torch.nn.Linear(3, {out_features})), 'inputs': torch.ones(4, 3)}}\n"
+        )
+
+    file = tmp_path / "edited_recipe_mod.py"
+    write(2)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = load_subject("edited_recipe_mod:make")
+    key_before = resolve(RunSpec("edited_recipe_mod:make", units=("0",))).key
+    write(5)
+    os.utime(file, (time.time() + 5, time.time() + 5))  # a new mtime, so no stale bytecode is used
+    second = load_subject("edited_recipe_mod:make")
+    assert first.model[0].out_features == 2 and second.model[0].out_features == 5
+    assert resolve(RunSpec("edited_recipe_mod:make", units=("0",))).key != key_before

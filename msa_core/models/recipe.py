@@ -86,7 +86,7 @@ def load_recipe_function(ref: str, policy: RecipePolicy | None = None) -> Callab
         module_name, function_name = ref.split(":", 1)
         policy.check_module(ref, module_name)
         try:
-            module = importlib.import_module(module_name)
+            module = _import_fresh(module_name)
         except ModuleNotFoundError as error:
             raise ModelLoadError(
                 f"recipe module {module_name!r} cannot be imported ({error}); check the name and that it is on "
@@ -98,6 +98,31 @@ def load_recipe_function(ref: str, policy: RecipePolicy | None = None) -> Callab
     if not callable(function):
         raise ModelLoadError(f"recipe {ref!r}: the module has no function {function_name!r}")
     return function
+
+
+_SOURCE_HASHES: dict[str, str] = {}  # module name -> sha256 of its source when it was (re)loaded here
+
+
+def _source_hash(module: Any) -> str | None:
+    file = getattr(module, "__file__", None)
+    if not file or not str(file).endswith(".py") or not Path(file).is_file():
+        return None
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
+def _import_fresh(module_name: str) -> Any:
+    """Import ``module_name``, reloading it when its source file changed since this process loaded it.
+
+    The run key hashes a module recipe's source, so an edited recipe gets a new key; without the reload a
+    long-lived process (the app, the job runner) would compute that new run with the old, cached code.
+    """
+    module = importlib.import_module(module_name)
+    current = _source_hash(module)
+    known = _SOURCE_HASHES.setdefault(module_name, current) if current else None
+    if current is not None and known != current:
+        module = importlib.reload(module)
+        _SOURCE_HASHES[module_name] = current
+    return module
 
 
 def _call(function: Callable, ref: str, device: str) -> Any:
