@@ -31,7 +31,12 @@ RANK = 4
 
 
 def _peak_rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: kilobytes
+    # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak across exec
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # no /proc: Linux kilobytes
 
 
 def _vm_size() -> int:
