@@ -129,6 +129,7 @@ def mode_grid(
     n_cols: int = 8,
     max_units: int = 64,
     title: str | None = None,
+    totals: Sequence[float] | None = None,
 ) -> go.Figure:
     """Grid of per-unit pixel heatmaps (image-shaped modes), diverging scale centred at 0.
 
@@ -138,6 +139,8 @@ def mode_grid(
         sample: which input's image (index) or "mean" over inputs.
         scale: "shared" (one colour scale for all units) or "per-unit" (each unit its own range).
         n_cols: columns of the grid. max_units: at most this many panels.
+        totals: each unit's total contribution ``(n_units,)`` for the titles (default: summed from the
+            values; pass it when the values are thumbnails).
     """
     values = _values(result)
     labels = list(getattr(result, "unit_labels", [str(i) for i in range(values.shape[0])]))
@@ -145,7 +148,7 @@ def mode_grid(
     images = [mode_image(values[i], sample) for i in order]
     n_cols = max(1, min(n_cols, len(order)))
     n_rows = max(1, math.ceil(len(order) / n_cols))
-    totals = values.reshape(values.shape[0], -1).sum(1)
+    totals = values.reshape(values.shape[0], -1).sum(1) if totals is None else np.asarray(totals)
     fig = make_subplots(
         rows=n_rows,
         cols=n_cols,

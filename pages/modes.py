@@ -1,6 +1,9 @@
 """Modes page: the Shapley modes of the selected run (image grids, unit bars, unit x output heatmap, unit detail).
 Every choice on the page is in the URL (order, output or image, colour scale, units shown, selected unit)."""
 
+import math
+from types import SimpleNamespace
+
 import streamlit as st
 
 from msa_core import figures
@@ -27,7 +30,7 @@ with shown("Reading the output labels"):
     objective_name = objective_name or subject.default_objective
     labels = (result.metadata or {}).get("output_labels") or subject.objective_labels(objective_name)
     kind = subject.objective_kind(objective_name)
-n_flat = result.values[0].numel()
+n_flat = math.prod(result.output_shape)
 names, axis = lm.run_output_names(labels, n_flat, kind, objective_name)
 
 c1, c2, c3, c4 = st.columns(4)
@@ -53,14 +56,24 @@ elif kind == "tokens" and labels:
 order_name = state.url_widget(st.radio, "Order units by", "order", options=["total", "abs", "index"], default="total",
                               horizontal=True, format_func={"total": "total contribution", "abs": "|total contribution|",
                                                             "index": "unit index"}.get)
-order = figures.unit_order(result, order_name)
-totals = result.total_contribution().numpy()
+if result.on_disk:
+    # a result on disk is never loaded whole: the grid and bars use per-unit thumbnails and totals computed
+    # once per run (msa_core.thumbnails), the unit detail reads that one unit's mode
+    thumbs, totals = resources.run_summaries(record.id)
+    ranked = totals[:, None]
+    exact_thumbs = thumbs.shape[1] == 1 and thumbs.shape[2] == n_flat  # vector modes short enough to keep whole
+    st.caption(f"This run's modes are stored on disk ({result.n_players:,} units): the overview shows per-unit "
+               "thumbnails, the unit detail reads the selected unit only.")
+else:
+    ranked = result
+    totals = result.total_contribution().numpy()
+order = figures.unit_order(ranked, order_name)
 units = [int(i) for i in order]
 
 if figures.is_image_output(result.output_shape):
     cols = st.columns(3)
     n_samples = result.output_shape[0] if len(result.output_shape) > 2 else 1
-    sample = state.url_widget(cols[0].selectbox, "Image", "image",
+    sample = state.url_widget(cols[0].selectbox, "Image" if not result.on_disk else "Image (unit detail)", "image",
                               options=["mean"] + list(range(n_samples)) if n_samples > 1 else ["mean"], default="mean",
                               format_func=lambda s: "mean over inputs" if s == "mean" else f"input {s}")
     scale = state.url_widget(cols[1].radio, "Colour scale", "scale", options=["shared", "per-unit"], default="shared",
@@ -71,16 +84,25 @@ if figures.is_image_output(result.output_shape):
     else:
         max_units = result.n_players
     with shown("Drawing the mode grid"):
-        st.plotly_chart(figures.mode_grid(result, units=order, sample=sample, scale=scale, max_units=max_units),
-                        key="modes_grid")
+        if result.on_disk:  # thumbnails are the mean over inputs
+            grid = figures.mode_grid(SimpleNamespace(values=thumbs, unit_labels=result.unit_labels), units=order,
+                                     sample="mean", scale=scale, max_units=max_units, totals=totals)
+        else:
+            grid = figures.mode_grid(result, units=order, sample=sample, scale=scale, max_units=max_units)
+        st.plotly_chart(grid, key="modes_grid")
 else:
     sample = "mean"
-    output = state.url_widget(st.selectbox, "Bars show", "output", options=["total"] + list(range(n_flat)),
+    per_output = not result.on_disk or exact_thumbs
+    overview = result if not result.on_disk else SimpleNamespace(
+        values=thumbs.reshape(len(totals), -1) if exact_thumbs else ranked, stderr=None,
+        unit_labels=result.unit_labels)
+    output = state.url_widget(st.selectbox, "Bars show", "output",
+                              options=["total"] + (list(range(n_flat)) if per_output else []),
                               default="total",
                               format_func=lambda o: "total over outputs" if o == "total" else f"{axis} {names[o]}")
     with shown("Drawing the unit bars"):
         event = st.plotly_chart(
-            figures.unit_bars(result, output=None if output == "total" else int(output), output_labels=names,
+            figures.unit_bars(overview, output=None if output == "total" else int(output), output_labels=names,
                               order="total" if order_name != "index" else "index", output_title=axis),
             key="modes_bars", on_select="rerun", selection_mode="points",
         )
@@ -89,19 +111,26 @@ else:
             clicked = str(points[0].get("x"))
             if clicked in result.unit_labels:
                 st.session_state["modes_unit"] = result.unit_labels.index(clicked)
-        st.plotly_chart(figures.unit_output_heatmap(result, output_labels=names, order=order_name, output_title=axis),
-                        key="modes_heatmap")
+        if per_output:
+            st.plotly_chart(figures.unit_output_heatmap(overview, output_labels=names, order=order_name,
+                                                        output_title=axis), key="modes_heatmap")
 
 st.markdown("#### Unit detail")
 st.caption("Click a bar above or pick a unit here.")
-top_unit = int(figures.unit_order(result, "total")[0])  # the default whatever the order (a stable link)
+top_unit = int(figures.unit_order(ranked, "total")[0])  # the default whatever the order (a stable link)
 unit = state.url_widget(st.selectbox, "Unit", "unit", options=units, default=top_unit, key="modes_unit",
                         format_func=lambda i: f"{result.unit_labels[i]} (total {totals[i]:+.4g})")
+if result.on_disk:  # only this unit's mode and standard error are read
+    detail, detail_unit = SimpleNamespace(
+        values=result.mode(unit)[None], unit_labels=[result.unit_labels[unit]],
+        stderr=result.stderr[unit][None] if result.stderr is not None else None), 0
+else:
+    detail, detail_unit = result, unit
 left, right = st.columns([3, 2])
 with left, shown("Drawing the unit detail"):
-    st.plotly_chart(figures.unit_detail(result, unit, output_labels=names, sample=sample, output_title=axis),
+    st.plotly_chart(figures.unit_detail(detail, detail_unit, output_labels=names, sample=sample, output_title=axis),
                     key="modes_detail")
 with right:
     st.markdown("Top outputs (largest |value|)")
-    st.dataframe(figures.top_outputs(result, unit, output_labels=names, k=10, output_title=axis), hide_index=True,
+    st.dataframe(figures.top_outputs(detail, detail_unit, output_labels=names, k=10, output_title=axis), hide_index=True,
                  width="stretch")

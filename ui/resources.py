@@ -200,3 +200,13 @@ def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric:
     game = subj.game(units=list(units) if units else None, objective=objective, lesion=rec.spec.lesion)
     return lesion_curve_report(game, rec.result, rankings=rankings or tuple(RANKINGS), n_random=n_random,
                                metric=metric, band=(2.5, 97.5))
+
+
+@st.cache_data(show_spinner="Summarising the modes...", max_entries=16)
+def run_summaries(run_id: str, max_side: int = 32) -> tuple[Any, Any]:
+    """``(thumbnails (n_units, h, w), totals (n_units,))`` of a stored run, read a range of units at a
+    time and cached next to its arrays (msa_core.thumbnails): the Modes page's grid of a large run."""
+    from msa_core.thumbnails import run_thumbnails, run_totals
+
+    result = store().get(run_id).result
+    return run_thumbnails(result, max_side), run_totals(result)
