@@ -2,8 +2,8 @@
 
 The Modes page draws its unit grid from these instead of the whole ``values`` array, so a result that
 lives on disk (:class:`~msa_core.ondisk.ChunkedArray`) opens without being loaded. For an on-disk
-result they are cached next to its stored arrays (``arrays/<id>/thumbnails-<side>.npy`` and
-``arrays/<id>/totals.npy``): written once, read on every later open.
+result they are cached next to its stored arrays (``arrays/<id>/thumbnails-<side>.npy``,
+``totals.npy``, ``efficiency_gap.npy``): written once, read on every later open.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from .ondisk import DEFAULT_CHUNK_BYTES, is_on_disk
 
-__all__ = ["block_mean", "mode_thumbnails", "run_thumbnails", "run_totals"]
+__all__ = ["block_mean", "mode_thumbnails", "run_efficiency_gap", "run_thumbnails", "run_totals"]
 
 _RANGE_BYTES = 16 * 2**20  # rows read at a time: bounded whatever the number of units
 
@@ -81,33 +81,52 @@ def _rows(values: Any, start: int, stop: int) -> np.ndarray:
     return values[start:stop].detach().cpu().numpy()
 
 
+def _summarise(result: Any, max_side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thumbnails, totals and the efficiency gap in one pass over the units, a range of rows at a time."""
+    thumbs, totals = [], []
+    mode_sum = np.zeros(result.output_shape, dtype=np.float64)
+    for start, stop in _ranges(result.values):
+        rows = _rows(result.values, start, stop)
+        thumbs.append(mode_thumbnails(rows, max_side))
+        totals.append(rows.reshape(stop - start, -1).sum(1, dtype=np.float64))
+        mode_sum += rows.sum(0, dtype=np.float64)
+    target = (result.intact - result.empty).detach().cpu().numpy().astype(np.float64)
+    gap = np.asarray(float(np.abs(mode_sum - target).max()) if mode_sum.size else 0.0)
+    return np.concatenate(thumbs), np.concatenate(totals), gap
+
+
+def _cached(result: Any, max_side: int, which: int) -> np.ndarray:
+    folder = _cache_dir(result)
+    names = (f"thumbnails-{int(max_side)}.npy", "totals.npy", "efficiency_gap.npy")
+    paths = [folder / name for name in names] if folder is not None else None
+    if paths is not None and paths[which].exists():
+        return np.load(paths[which], allow_pickle=False)
+    computed = _summarise(result, max_side)
+    if paths is not None:
+        for path, array in zip(paths, computed):
+            _save_once(path, array)
+    return computed[which]
+
+
 def run_thumbnails(result: Any, max_side: int = 32) -> np.ndarray:
     """Each unit's thumbnail (see :func:`mode_thumbnails`): float32 ``(n_units, h, w)``.
 
     On-disk results are read a range of units at a time (never the whole array) and the thumbnails
     are cached in ``arrays/<id>/thumbnails-<max_side>.npy`` (written once, then read).
     """
-    folder = _cache_dir(result)
-    path = folder / f"thumbnails-{int(max_side)}.npy" if folder is not None else None
-    if path is not None and path.exists():
-        return np.load(path, allow_pickle=False)
-    values = result.values
-    thumbs = np.concatenate([mode_thumbnails(_rows(values, a, b), max_side) for a, b in _ranges(values)])
-    if path is not None:
-        _save_once(path, thumbs)
-    return thumbs
+    return _cached(result, max_side, 0)
 
 
-def run_totals(result: Any) -> np.ndarray:
-    """Each unit's mode summed over all outputs: float64 ``(n_units,)``; cached like the thumbnails."""
-    folder = _cache_dir(result)
-    path = folder / "totals.npy" if folder is not None else None
-    if path is not None and path.exists():
-        return np.load(path, allow_pickle=False)
-    totals = result.total_contribution().numpy().astype(np.float64)
-    if path is not None:
-        _save_once(path, totals)
-    return totals
+def run_totals(result: Any, max_side: int = 32) -> np.ndarray:
+    """Each unit's mode summed over all outputs: float64 ``(n_units,)``, computed in the same pass as the
+    thumbnails and cached in ``arrays/<id>/totals.npy``."""
+    return _cached(result, max_side, 1)
+
+
+def run_efficiency_gap(result: Any, max_side: int = 32) -> float:
+    """:meth:`ShapleyResult.efficiency_gap` from the same pass as the thumbnails, cached in
+    ``arrays/<id>/efficiency_gap.npy``."""
+    return float(_cached(result, max_side, 2))
 
 
 def _save_once(path: Path, array: np.ndarray) -> None:

@@ -33,11 +33,17 @@ with shown("Reading the output labels"):
 n_flat = math.prod(result.output_shape)
 names, axis = lm.run_output_names(labels, n_flat, kind, objective_name)
 
+if result.on_disk:
+    # a result on disk is never loaded whole: the grid and bars use per-unit thumbnails and totals computed
+    # once per run (msa_core.thumbnails), the unit detail reads that one unit's mode
+    thumbs, totals, gap = resources.run_summaries(record.id)
+else:
+    gap = result.efficiency_gap()
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Units", result.n_players)
 c2.metric("Output shape", " x ".join(map(str, result.output_shape)) or "scalar")
 c3.metric("Evaluations", f"{result.n_evaluations:,}")
-c4.metric("Efficiency gap", f"{result.efficiency_gap():.2g}",
+c4.metric("Efficiency gap", f"{gap:.2g}",
           help="max |sum of modes - (v(all intact) - v(all lesioned))|: zero up to rounding.")
 st.caption(f"Run {record.id[:8]} · {md_escape(record.spec.model)} · objective {md_escape(objective_name)} · "
            f"{result.method} · {result.n_samples} samples · seed {result.seed}")
@@ -57,9 +63,6 @@ order_name = state.url_widget(st.radio, "Order units by", "order", options=["tot
                               horizontal=True, format_func={"total": "total contribution", "abs": "|total contribution|",
                                                             "index": "unit index"}.get)
 if result.on_disk:
-    # a result on disk is never loaded whole: the grid and bars use per-unit thumbnails and totals computed
-    # once per run (msa_core.thumbnails), the unit detail reads that one unit's mode
-    thumbs, totals = resources.run_summaries(record.id)
     ranked = totals[:, None]
     exact_thumbs = thumbs.shape[1] == 1 and thumbs.shape[2] == n_flat  # vector modes short enough to keep whole
     st.caption(f"This run's modes are stored on disk ({result.n_players:,} units): the overview shows per-unit "

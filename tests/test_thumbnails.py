@@ -11,7 +11,7 @@ from msa_core import shapley_modes
 from msa_core.ondisk import ChunkedArray
 from msa_core.result import ShapleyResult
 from msa_core.runs.store import RunRecord, RunSpec, RunStore
-from msa_core.thumbnails import block_mean, mode_thumbnails, run_thumbnails, run_totals
+from msa_core.thumbnails import block_mean, mode_thumbnails, run_efficiency_gap, run_thumbnails, run_totals
 
 from .test_bounded_memory import LowRankLinear
 
@@ -67,6 +67,7 @@ def test_on_disk_thumbnails_equal_in_memory_and_are_written_once(stored, monkeyp
     assert thumbs.shape == (12, 16, 16)
     assert np.allclose(thumbs, run_thumbnails(in_memory, max_side=16), atol=1e-6)
     assert np.allclose(run_totals(on_disk), in_memory.total_contribution().numpy(), atol=1e-9)
+    assert run_efficiency_gap(on_disk) == pytest.approx(in_memory.efficiency_gap(), abs=1e-9)
 
     cached = store.root / "arrays" / ("cd" * 32) / "thumbnails-16.npy"
     assert cached.exists() and (store.root / "arrays" / ("cd" * 32) / "totals.npy").exists()

@@ -203,10 +203,10 @@ def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric:
 
 
 @st.cache_data(show_spinner="Summarising the modes...", max_entries=16)
-def run_summaries(run_id: str, max_side: int = 32) -> tuple[Any, Any]:
-    """``(thumbnails (n_units, h, w), totals (n_units,))`` of a stored run, read a range of units at a
+def run_summaries(run_id: str, max_side: int = 32) -> tuple[Any, Any, float]:
+    """``(thumbnails (n_units, h, w), totals (n_units,), efficiency gap)`` of a stored run, read a range of units at a
     time and cached next to its arrays (msa_core.thumbnails): the Modes page's grid of a large run."""
-    from msa_core.thumbnails import run_thumbnails, run_totals
+    from msa_core.thumbnails import run_efficiency_gap, run_thumbnails, run_totals
 
     result = store().get(run_id).result
-    return run_thumbnails(result, max_side), run_totals(result)
+    return run_thumbnails(result, max_side), run_totals(result, max_side), run_efficiency_gap(result, max_side)

@@ -1,0 +1,67 @@
+"""The Modes page on a run whose modes live on disk (issue 13): it opens a selected unit without loading the
+whole result, and draws the grid from thumbnails cached next to the run's arrays."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from msa_core.ondisk import ChunkedArray  # noqa: E402
+
+from .test_pages import ROOT, _no_errors, msa_home  # noqa: E402,F401 - the module's fixtures
+
+
+def test_modes_page_opens_one_unit_of_an_on_disk_run(msa_home, monkeypatch):
+    from msa_core.runs import RunSpec, RunStore, execute
+    from streamlit.util import calc_hash
+
+    store = RunStore(str(msa_home))
+    run = execute(RunSpec("dcgan-digits", budget=40), store=store, max_memory="4MB")  # streamed: modes on disk
+    result = store.get(run.id).result
+    assert result.on_disk and result.output_shape == (32, 1, 32, 32)
+    unit = int(np.argsort(result.total_contribution().numpy())[0])  # the last in the grid's order, not the default
+
+    rows_read: list[int] = []
+    original = ChunkedArray.read_rows
+
+    def counting(self, rows):
+        out = original(self, rows)
+        rows_read.append(len(out))
+        return out
+
+    monkeypatch.setattr(ChunkedArray, "read_rows", counting)
+    monkeypatch.setattr("msa_core.thumbnails._RANGE_BYTES", 4 * 32 * 32 * 32 * 8)  # four units a read
+
+    def open_page() -> tuple[AppTest, float]:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+        at.query_params["model"] = "dcgan-digits"
+        at.query_params["run"] = run.id
+        at.query_params["unit"] = str(unit)
+        at._page_hash = calc_hash("modes")
+        start = time.perf_counter()
+        at.run()
+        return at, time.perf_counter() - start
+
+    at, first_s = open_page()
+    _no_errors(at, "modes (on disk)")
+    assert next(w for w in at.selectbox if w.label == "Unit").value == unit
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [(c.get("layout", {}).get("title") or {}).get("text", "") for c in charts]
+    assert f"unit {result.unit_labels[unit]} (mean over inputs)" in titles  # the selected unit's detail
+    assert rows_read and max(rows_read) < result.n_players  # the whole modes array was never read at once
+    assert (msa_home / "arrays" / run.id / "thumbnails-32.npy").exists()
+
+    rows_read.clear()
+    again, second_s = open_page()
+    _no_errors(again, "modes (on disk, reopened)")
+    assert max(rows_read) == 1  # thumbnails and totals come from the cache: only the selected unit is read
+    start = time.perf_counter()
+    result.mode(unit)
+    print(f"\non-disk modes page: first open {first_s:.2f} s, second open {second_s:.2f} s; "
+          f"result.mode(i) {1e3 * (time.perf_counter() - start):.2f} ms")
