@@ -65,3 +65,45 @@ def test_modes_page_opens_one_unit_of_an_on_disk_run(msa_home, monkeypatch):
     result.mode(unit)
     print(f"\non-disk modes page: first open {first_s:.2f} s, second open {second_s:.2f} s; "
           f"result.mode(i) {1e3 * (time.perf_counter() - start):.2f} ms")
+
+
+def _array(data) -> np.ndarray:
+    """A plotly JSON array: a list, or ``{"dtype", "bdata"}`` (base64 of the raw values)."""
+    if isinstance(data, dict):
+        import base64
+
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"])).astype(float)
+    return np.asarray(data, dtype=float)
+
+
+def test_modes_page_on_an_on_disk_vector_run(msa_home):
+    """Vector modes on disk: bars and heatmap from the thumbnails (the modes themselves when short), the
+    detail from the one selected unit, with its standard errors."""
+    import torch
+    from msa_core.result import ShapleyResult
+    from msa_core.runs import RunSpec, RunStore
+    from msa_core.runs.store import RunRecord
+    from streamlit.util import calc_hash
+
+    store = RunStore(str(msa_home))
+    values = torch.randn(64, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scratch = store.scratch_dir() / "vector-test"
+    result = ShapleyResult(values=ChunkedArray.from_array(scratch / "values", values),
+                           stderr=ChunkedArray.from_array(scratch / "stderr", values.abs() / 10), n_evaluations=1,
+                           intact=values.sum(0), empty=torch.zeros(10, dtype=torch.float64), method="permutation")
+    run_id = "ef" * 32
+    store.put(RunRecord(id=run_id, spec=RunSpec(model="mlp-digits"), result=result, created=1.0))
+    assert store.get(run_id).result.on_disk
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    for key, value in {"model": "mlp-digits", "run": run_id, "unit": "3", "output": "2"}.items():
+        at.query_params[key] = value
+    at._page_hash = calc_hash("modes")
+    at.run()
+    _no_errors(at, "modes (on disk, vector)")
+    assert next(w for w in at.selectbox if w.label == "Bars show").value == 2
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    bars, detail = charts[0]["data"][0], charts[-1]["data"][0]
+    assert len(charts) == 3  # bars, unit x output heatmap, unit detail
+    assert np.allclose(_array(detail["y"]), values[3].numpy(), atol=1e-12)
+    assert np.allclose(_array(detail["error_y"]["array"]), values[3].abs().numpy() / 10)
+    assert np.allclose(sorted(_array(bars["y"])), sorted(values[:, 2].numpy()), atol=1e-6)
