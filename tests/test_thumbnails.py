@@ -36,6 +36,20 @@ def test_mode_thumbnails_of_images_and_vectors():
     assert np.allclose(mode_thumbnails(vectors, max_side=4)[:, 0], vectors, atol=1e-6)  # 10 <= 16: kept whole
 
 
+def count_rows_read(monkeypatch) -> list[int]:
+    """Patch ChunkedArray.read_rows to record how many rows each call reads (the list it appends to)."""
+    rows_read: list[int] = []
+    original = ChunkedArray.read_rows
+
+    def counting(self, rows):
+        out = original(self, rows)
+        rows_read.append(len(out))
+        return out
+
+    monkeypatch.setattr(ChunkedArray, "read_rows", counting)
+    return rows_read
+
+
 @pytest.fixture()
 def stored(tmp_path):
     game = LowRankLinear(12, (2, 1, 40, 40))
@@ -52,15 +66,7 @@ def stored(tmp_path):
 def test_on_disk_thumbnails_equal_in_memory_and_are_written_once(stored, monkeypatch):
     store, on_disk, in_memory = stored
     assert on_disk.on_disk
-    rows_read: list[int] = []
-    original = ChunkedArray.read_rows
-
-    def counting(self, rows):
-        out = original(self, rows)
-        rows_read.append(len(out))
-        return out
-
-    monkeypatch.setattr(ChunkedArray, "read_rows", counting)
+    rows_read = count_rows_read(monkeypatch)
     monkeypatch.setattr("msa_core.thumbnails._RANGE_BYTES", 3 * 2 * 40 * 40 * 8)  # three units a read
     thumbs = run_thumbnails(on_disk, max_side=16)
     assert rows_read and max(rows_read) <= 3 < on_disk.n_players  # never the whole array at once

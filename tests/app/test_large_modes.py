@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from msa_core.ondisk import ChunkedArray  # noqa: E402
 
+from ..test_thumbnails import count_rows_read  # noqa: E402
 from .test_pages import ROOT, _no_errors, msa_home  # noqa: E402,F401 - the module's fixtures
 
 
@@ -27,15 +28,7 @@ def test_modes_page_opens_one_unit_of_an_on_disk_run(msa_home, monkeypatch):
     assert result.on_disk and result.output_shape == (32, 1, 32, 32)
     unit = int(np.argsort(result.total_contribution().numpy())[0])  # the last in the grid's order, not the default
 
-    rows_read: list[int] = []
-    original = ChunkedArray.read_rows
-
-    def counting(self, rows):
-        out = original(self, rows)
-        rows_read.append(len(out))
-        return out
-
-    monkeypatch.setattr(ChunkedArray, "read_rows", counting)
+    rows_read = count_rows_read(monkeypatch)
     monkeypatch.setattr("msa_core.thumbnails._RANGE_BYTES", 4 * 32 * 32 * 32 * 8)  # four units a read
 
     def open_page() -> tuple[AppTest, float]:
