@@ -233,19 +233,7 @@ def stream_estimate(
 
 def disk_result(estimator: Any, state: Any, *, seed: int, elapsed_s: float, max_bytes: int) -> Any:
     """The :class:`~msa_core.result.ShapleyResult` of on-disk moments: values and stderr stay on disk."""
-    from .result import ShapleyResult
-
     acc = state.accumulator
     stderr = acc.finalize_stderr(max_bytes)
-    return ShapleyResult(
-        values=acc.mean,
-        stderr=stderr,
-        n_evaluations=state.n_evaluations,
-        intact=state.intact,
-        empty=state.empty,
-        method=estimator.name,
-        seed=seed,
-        elapsed_s=elapsed_s,
-        n_samples=acc.count,
-        metadata={"arrays": str(acc.path)},
-    )
+    return state.to_result(acc.mean, stderr, method=estimator.name, seed=seed, elapsed_s=elapsed_s,
+                           n_samples=acc.count, metadata={"arrays": str(acc.path)})

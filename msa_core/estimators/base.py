@@ -379,14 +379,5 @@ class SamplingEstimator(Estimator):
         acc = state.accumulator
         if acc.count == 0:
             raise ValueError("no samples were drawn: the budget must buy at least one sample unit")
-        return ShapleyResult(
-            values=acc.mean.clone(),
-            stderr=acc.stderr(),
-            n_evaluations=state.n_evaluations,
-            intact=state.intact,
-            empty=state.empty,
-            method=self.name,
-            seed=seed,
-            elapsed_s=elapsed_s,
-            n_samples=acc.count,
-        )
+        return state.to_result(acc.mean.clone(), acc.stderr(), method=self.name, seed=seed, elapsed_s=elapsed_s,
+                               n_samples=acc.count)

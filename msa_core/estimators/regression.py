@@ -288,17 +288,8 @@ class RegressionEstimator(Estimator):
         return self._result(values, stderr.reshape(n, *out_shape), state, seed, started, design.n_pairs)
 
     def _result(self, values, stderr, state: SamplingState, seed: int, started: float, pairs: int) -> ShapleyResult:
-        return ShapleyResult(
-            values=values,
-            stderr=stderr,
-            n_evaluations=state.n_evaluations,
-            intact=state.intact,
-            empty=state.empty,
-            method=self.name,
-            seed=seed,
-            elapsed_s=time.perf_counter() - started,
-            n_samples=pairs,
-        )
+        return state.to_result(values, stderr, method=self.name, seed=seed, elapsed_s=time.perf_counter() - started,
+                               n_samples=pairs)
 
 
 class KernelEstimator(RegressionEstimator):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..accumulate import DiskMoments, MomentAccumulator, moments_from_state_dict
+from ..result import ShapleyResult
 
 __all__ = ["SamplingState", "flatten_state", "unflatten_state"]
 
@@ -81,6 +82,25 @@ class SamplingState:
             empty=tensor(state.get("empty")),
             intact=tensor(state.get("intact")),
             extra=_from_plain(dict(state.get("extra") or {}), device),
+        )
+
+    def to_result(
+        self, values: Any, stderr: Any, *, method: str, seed: int, elapsed_s: float, n_samples: int,
+        metadata: dict[str, Any] | None = None,
+    ) -> ShapleyResult:
+        """A :class:`ShapleyResult` of this finished state: ``values`` and ``stderr`` ``(n_players, *output)``
+        (tensors or on-disk arrays) with the state's evaluations and endpoints."""
+        return ShapleyResult(
+            values=values,
+            stderr=stderr,
+            n_evaluations=self.n_evaluations,
+            intact=self.intact,
+            empty=self.empty,
+            method=method,
+            seed=seed,
+            elapsed_s=elapsed_s,
+            n_samples=n_samples,
+            metadata=dict(metadata or {}),
         )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
