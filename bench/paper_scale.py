@@ -107,11 +107,16 @@ def run_linear(max_memory: str, n_permutations: int, scratch: Path, n_players: i
             "mode_shape": list(one_mode.shape), "on_disk": is_on_disk(values)}
 
 
-def run_gan(n_latents: int, positions: int, max_memory: str) -> dict:
-    """Part (b): throughput of the paper's generator game with all channels as players."""
+def run_gan(n_latents: int, positions: int, max_memory: str, n_permutations: int = 0) -> dict:
+    """Part (b): throughput of the paper's generator game with all channels as players.
+
+    ``n_permutations == 0`` times ``positions`` chain positions of one join order (one game call);
+    ``n_permutations >= 1`` runs that many whole join orders through ``shapley_modes`` under
+    ``max_memory`` (the streamed, bounded path a user's run takes) and reports its memory plan.
+    """
     import torch
 
-    from msa_core import lesion_game
+    from msa_core import lesion_game, shapley_modes
     from msa_core.zoo.paper_gan import HIDDEN_BLOCKS, PAPER_NZ, paper_dcgan_generator
 
     model = paper_dcgan_generator(seed=0)  # seeded random weights: throughput only
@@ -119,24 +124,37 @@ def run_gan(n_latents: int, positions: int, max_memory: str) -> dict:
     layers = [*HIDDEN_BLOCKS, "net.5"]  # 1,984 hidden channels and the 3 output channels
     game = lesion_game(model, layers, latents)
     n = int(game.n_players)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(2))
-    position = torch.empty_like(order)
-    position[order] = torch.arange(n)
-    lengths = torch.linspace(1, n - 1, positions).round().to(torch.int64)
-    coalitions = position.unsqueeze(0) < lengths.view(-1, 1)
+    figures: dict = {}
     with torch.no_grad():
-        game(coalitions[:2])  # warm-up
-        started = time.perf_counter()
-        values = game(coalitions)
-        wall = time.perf_counter() - started
-    per_second = positions / wall
+        game(torch.ones(2, n, dtype=torch.bool))  # warm-up
+        if n_permutations:
+            started = time.perf_counter()
+            result = shapley_modes(game, n, method="permutation", n_permutations=n_permutations,
+                                   max_memory=max_memory, seed=0)
+            wall = time.perf_counter() - started
+            evaluations_timed = int(result.n_evaluations)
+            figures.update({"n_permutations": n_permutations, "wall_s": round(wall, 1),
+                            "memory_plan": result.metadata.get("memory"), "on_disk": bool(result.on_disk),
+                            "efficiency_gap": float(result.efficiency_gap())})
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(2))
+            position = torch.empty_like(order)
+            position[order] = torch.arange(n)
+            lengths = torch.linspace(1, n - 1, positions).round().to(torch.int64)
+            coalitions = position.unsqueeze(0) < lengths.view(-1, 1)
+            started = time.perf_counter()
+            values = game(coalitions)
+            wall = time.perf_counter() - started
+            evaluations_timed = positions
+    per_second = evaluations_timed / wall
     evaluations = 3000 * (n - 1)
-    return {"part": "gan", "n_players": n, "layers": layers, "n_latents": n_latents,
-            "output_shape": list(values.shape[1:]), "evaluations_timed": positions,
-            "evaluations_per_s": round(per_second, 2),
-            "projected_3000_permutations_h_this_cpu": round(evaluations / per_second / 3600, 1),
-            "projected_3000_permutations_h_32_latents": round(evaluations / per_second * 32 / n_latents / 3600, 1),
-            "peak_rss_gb": round(_peak_rss_bytes() / 2**30, 2)}
+    figures.update({"part": "gan", "n_players": n, "layers": layers, "n_latents": n_latents,
+                    "output_shape": [n_latents, 3, 128, 128], "evaluations_timed": evaluations_timed,
+                    "evaluations_per_s": round(per_second, 2),
+                    "projected_3000_permutations_h_this_cpu": round(evaluations / per_second / 3600, 1),
+                    "projected_3000_permutations_h_32_latents": round(evaluations / per_second * 32 / n_latents / 3600, 1),
+                    "peak_rss_gb": round(_peak_rss_bytes() / 2**30, 2), "max_memory": max_memory})
+    return figures
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -150,7 +168,7 @@ def _child(args: argparse.Namespace) -> None:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     else:
-        figures = run_gan(args.latents, args.positions, args.max_memory)
+        figures = run_gan(args.latents, args.positions, args.max_memory, args.gan_permutations)
     figures["address_space_limit_gb"] = round(limit / 2**30, 1)
     print("FIGURES " + json.dumps(figures), flush=True)
 
@@ -164,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shape", default=",".join(map(str, OUTPUT_SHAPE)))
     parser.add_argument("--latents", type=int, default=2, help="latents of the GAN game on this CPU (paper: 32)")
     parser.add_argument("--positions", type=int, default=8, help="chain positions timed in the GAN game")
+    parser.add_argument("--gan-permutations", type=int, default=0,
+                        help="gan: whole join orders run through shapley_modes (0: time --positions positions)")
     parser.add_argument("--scratch", default=None, help="folder for on-disk accumulators (default: temp)")
     parser.add_argument("--address-space-gb", type=float, default=6.0,
                         help="RLIMIT_AS of the child: its address space after imports plus this")
