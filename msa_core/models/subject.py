@@ -4,21 +4,32 @@ A subject is what :func:`msa_core.models.load_subject` returns for any model ref
 a TorchScript / ``torch.export`` file, a Python recipe, a local Hugging Face directory, a torchvision
 architecture). ``Subject.game(...)`` builds the :class:`~msa_core.games.LesionGame` with the subject's
 defaults, so callers only name what they change.
+
+The helpers the loaders share live beside it and stay importable from here: :mod:`.inputs` (example
+inputs from files and arrays), :mod:`.probe` (fingerprint, device check, forward-pass checks, layer
+catalogue), :mod:`.errors` (:class:`ModelLoadError`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..games import LesionGame, lesion_game
-from ..lesion import LayerInfo, UnitSpec, forward, list_layers
+from ..lesion import LayerInfo, UnitSpec
 from ..objectives import Objective
+from .errors import ModelLoadError
+from .inputs import (  # noqa: F401 - the loaders import these from here
+    as_input_tensors,
+    load_inputs_file,
+    move_inputs,
+    n_rows,
+    resolve_inputs,
+)
+from .probe import batch_is_static, catalogue, check_device, fingerprint, run_once  # noqa: F401 - as above
 
 __all__ = [
     "ModelLoadError",
@@ -35,10 +46,6 @@ __all__ = [
 
 ObjectiveFactory = Callable[..., "Objective | None"]
 """``factory(**options) -> Objective | None`` (None: the raw model output is the game value)."""
-
-
-class ModelLoadError(ValueError):
-    """A model reference could not be turned into a subject (or a game); the message says why and what to do."""
 
 
 @dataclass
@@ -246,210 +253,6 @@ class Subject:
             f"Subject({self.name!r}, ref={self.ref!r}, {len(self.layers)} layers, objectives={list(self.objectives)}, "
             f"default units={[getattr(u, 'path', u) for u in self.default_units]})"
         )
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _hash_tensor(digest: "hashlib._Hash", tensor: torch.Tensor) -> None:
-    tensor = tensor.detach()
-    digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
-    if tensor.device.type != "cpu":
-        tensor = tensor.cpu()
-    tensor = tensor.contiguous()
-    if tensor.numel():
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-
-
-def _hash_inputs(digest: "hashlib._Hash", inputs: Any) -> None:
-    if isinstance(inputs, torch.Tensor):
-        _hash_tensor(digest, inputs)
-    elif isinstance(inputs, dict):
-        for key, value in inputs.items():
-            digest.update(str(key).encode())
-            _hash_inputs(digest, value)
-    elif isinstance(inputs, (tuple, list)):
-        for value in inputs:
-            _hash_inputs(digest, value)
-    else:
-        digest.update(repr(inputs).encode())
-
-
-def fingerprint(model: nn.Module, inputs: Any) -> str:
-    """sha256 hex over the model's class name, ``str(model)``, every state-dict tensor (key order) and the inputs."""
-    digest = hashlib.sha256()
-    digest.update(type(model).__name__.encode())
-    digest.update(str(model).encode())
-    for key, value in model.state_dict().items():
-        digest.update(key.encode())
-        if isinstance(value, torch.Tensor):
-            _hash_tensor(digest, value)
-    _hash_inputs(digest, inputs)
-    return digest.hexdigest()
-
-
-def check_device(device: str | torch.device | None) -> str:
-    """Validate ``device`` (None -> "cpu"); :class:`ModelLoadError` if it is not present here."""
-    if device is None:
-        return "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ModelLoadError(f"device {device!r} is not a valid torch device ({error}); use 'cpu' or 'cuda'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {str(device)!r} was asked for but no CUDA GPU is available here; use device='cpu'")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ModelLoadError(
-            f"device {str(device)!r} was asked for but only {torch.cuda.device_count()} CUDA device(s) exist here"
-        )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError("device 'mps' was asked for but MPS is not available here; use device='cpu'")
-    return str(dev)
-
-
-def as_input_tensors(value: Any) -> Any:
-    """numpy arrays -> tensors (float64 -> float32), recursively through tuples, lists and dicts."""
-    if isinstance(value, np.ndarray):
-        tensor = torch.from_numpy(np.ascontiguousarray(value))
-        return tensor.float() if tensor.dtype == torch.float64 else tensor
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, dict):
-        return {key: as_input_tensors(v) for key, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return tuple(as_input_tensors(v) for v in value)
-    raise ModelLoadError(
-        f"inputs must be a tensor, an array, a tuple or a dict of them, or a .npz/.pt file path; got {type(value).__name__}"
-    )
-
-
-def load_inputs_file(path: str) -> tuple[Any, torch.Tensor | None]:
-    """Inputs (and labels if present) from a ``.npz`` or a ``.pt`` tensor file.
-
-    ``.npz``: the array ``"inputs"`` or ``"x"``, else the first array; labels from ``"labels"`` or ``"y"``.
-    ``.pt``: ``torch.load(weights_only=True)``: a tensor, a tuple of tensors, or a dict with ``"inputs"``/
-    ``"x"`` (and optional ``"labels"``/``"y"``) or of keyword tensors.
-
-    Returns ``(inputs, labels or None)``; inputs on axis 0.
-    """
-    from pathlib import Path
-
-    file = Path(path)
-    if not file.is_file():
-        raise ModelLoadError(f"inputs file {str(file)!r} does not exist; give the path of a .npz or .pt tensor file")
-    labels = None
-    if file.suffix == ".npz":
-        try:
-            with np.load(file, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except Exception as error:  # noqa: BLE001 - any read failure is reported the same way
-            raise ModelLoadError(f"could not read inputs file {str(file)!r} as .npz: {error}") from None
-        if not arrays:
-            raise ModelLoadError(f"inputs file {str(file)!r} holds no arrays")
-        key = next((k for k in ("inputs", "x", "input_ids") if k in arrays), next(iter(arrays)))
-        inputs = arrays[key]
-        if key == "input_ids" and "attention_mask" in arrays:
-            inputs = {"input_ids": arrays["input_ids"], "attention_mask": arrays["attention_mask"]}
-        label_key = next((k for k in ("labels", "y") if k in arrays and k != key), None)
-        labels = None if label_key is None else torch.as_tensor(arrays[label_key]).long()
-        return as_input_tensors(inputs), labels
-    if file.suffix in (".pt", ".pth"):
-        try:
-            value = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001
-            raise ModelLoadError(
-                f"could not load inputs file {str(file)!r} with torch.load(weights_only=True): {error}. "
-                "Save plain tensors (torch.save(tensor, path)) or use a .npz"
-            ) from None
-        if isinstance(value, dict) and any(k in value for k in ("inputs", "x")):
-            key = "inputs" if "inputs" in value else "x"
-            label = value.get("labels", value.get("y"))
-            labels = None if label is None else torch.as_tensor(label).long()
-            value = value[key]
-        return as_input_tensors(value), labels
-    raise ModelLoadError(f"inputs file {str(file)!r} must be a .npz or a .pt tensor file")
-
-
-def resolve_inputs(inputs: Any) -> tuple[Any, torch.Tensor | None]:
-    """``inputs`` given to :func:`load_subject`: a path (str / Path) or tensors/arrays -> ``(inputs, labels)``."""
-    from pathlib import Path
-
-    if inputs is None:
-        return None, None
-    if isinstance(inputs, (str, Path)):
-        return load_inputs_file(str(inputs))
-    return as_input_tensors(inputs), None
-
-
-def _describe_inputs(inputs: Any) -> str:
-    if isinstance(inputs, torch.Tensor):
-        return f"a {tuple(inputs.shape)} {str(inputs.dtype).replace('torch.', '')} tensor"
-    if isinstance(inputs, dict):
-        return "{" + ", ".join(f"{k}: {_describe_inputs(v)}" for k, v in inputs.items()) + "}"
-    if isinstance(inputs, (tuple, list)):
-        return "(" + ", ".join(_describe_inputs(v) for v in inputs) + ")"
-    return type(inputs).__name__
-
-
-def move_inputs(inputs: Any, device: str) -> Any:
-    """Inputs moved to ``device`` (tensors, tuples, dicts)."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, dict):
-        return {k: move_inputs(v, device) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(move_inputs(v, device) for v in inputs)
-    return inputs
-
-
-def run_once(model: nn.Module, inputs: Any, what: str) -> Any:
-    """One forward pass on ``inputs`` without gradients; :class:`ModelLoadError` naming the input shapes if the
-    model rejects them."""
-    try:
-        with torch.no_grad():
-            return forward(model, inputs)
-    except Exception as error:  # noqa: BLE001 - any failure here means the inputs do not fit
-        raise ModelLoadError(
-            f"{what} rejected the example inputs ({_describe_inputs(inputs)}): {type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}. Give inputs of the shape and dtype "
-            "the model expects, with the inputs on axis 0"
-        ) from None
-
-
-def batch_is_static(model: nn.Module, inputs: Any) -> bool:
-    """True when the model fails on the inputs repeated twice along axis 0 (a program exported with a static
-    batch size); games on it then run one coalition per forward pass."""
-    from ..lesion import repeat_rows
-
-    try:
-        with torch.no_grad():
-            forward(model, repeat_rows(inputs, 2))
-        return False
-    except Exception:  # noqa: BLE001
-        return True
-
-
-def catalogue(model: nn.Module, inputs: Any, what: str) -> list[LayerInfo]:
-    """:func:`msa_core.list_layers` with failures turned into :class:`ModelLoadError`."""
-    try:
-        layers = list_layers(model, inputs)
-    except Exception as error:  # noqa: BLE001
-        raise ModelLoadError(f"could not list the layers of {what}: {type(error).__name__}: {error}") from None
-    rows = n_rows(inputs)
-    # a layer whose first axis is not the inputs (position embeddings, token-flattened MoE internals) cannot be
-    # lesioned per coalition
-    return [layer for layer in layers if layer.output_shape and layer.output_shape[0] == rows]
-
-
-def n_rows(inputs: Any) -> int:
-    """Number of inputs (size of axis 0) of a tensor, a tuple or a dict of tensors."""
-    if isinstance(inputs, torch.Tensor):
-        return int(inputs.shape[0])
-    if isinstance(inputs, dict):
-        return n_rows(next(iter(inputs.values())))
-    if isinstance(inputs, (tuple, list)) and inputs:
-        return n_rows(inputs[0])
-    raise ModelLoadError(f"inputs must be a tensor, a tuple or a dict of tensors; got {type(inputs).__name__}")
 
 
 def objective_factories(objectives: dict[str, Any]) -> dict[str, ObjectiveFactory]:
