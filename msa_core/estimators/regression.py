@@ -158,10 +158,15 @@ class RegressionEstimator(Estimator):
             sums.update(U=zeros(groups + 1, n, out), K=zeros(groups + 1, n, p))
         return sums
 
-    def _accumulate(self, sums: dict[str, torch.Tensor], coalitions, groups, y, design: PairedDesign) -> None:
-        """Add one block's rows to the group sums (slot 0 = census, slot g + 1 = group g)."""
+    def _accumulate(self, sums: dict[str, torch.Tensor], coalitions, groups, y, design: PairedDesign,
+                    parts: tuple[str, ...] = ("A", "B", "U", "K")) -> None:
+        """Add one block's rows to the group sums (slot 0 = census, slot g + 1 = group g).
+
+        ``parts`` names the sums to update: the design-only ``A``/``K`` (``y`` may then be None) and the
+        per-output ``B``/``U`` (the bounded path adds them column chunk by column chunk).
+        """
         n = design.n
-        device = y.device
+        device = sums["A"].device if "A" in sums else y.device
         sizes = coalitions.sum(1)
         draws = torch.as_tensor(design.per_size_draws, dtype=torch.float64)[sizes]
         k = sizes.to(torch.float64)
@@ -174,15 +179,19 @@ class RegressionEstimator(Estimator):
             rows = order[start : start + count].to(device)
             start += count
             xw = x[rows] * weight[rows, None]
-            sums["A"][slot] += xw.T @ x[rows]
-            sums["B"][slot] += xw.T @ y[rows]
-            if self.mc_correction:
+            if "A" in parts:
+                sums["A"][slot] += xw.T @ x[rows]
+            if "B" in parts:
+                sums["B"][slot] += xw.T @ y[rows]
+            if self.mc_correction and ("U" in parts or "K" in parts):
                 inside = coalitions[rows.cpu()].to(device)
                 kk = k[rows.cpu()].to(device)[:, None]
                 # c_i(S) * binom(n, |S|): 1/|S| inside, -1/(n - |S|) outside; / draws = HT weight
                 c = torch.where(inside, 1.0 / kk, -1.0 / (n - kk)) / draws[rows.cpu()].to(device)[:, None]
-                sums["U"][slot] += c.T @ y[rows]
-                sums["K"][slot] += c.T @ x[rows]
+                if "U" in parts:
+                    sums["U"][slot] += c.T @ y[rows]
+                if "K" in parts:
+                    sums["K"][slot] += c.T @ x[rows]
 
     # ------------------------------------------------------------------ solving
     @staticmethod
@@ -253,8 +262,16 @@ class RegressionEstimator(Estimator):
         seed: int = 0,
         state: SamplingState | None = None,
         on_block: Callable[[SamplingState], Any] | None = None,
+        max_memory: int | None = None,
+        scratch_dir: Any = None,
     ) -> ShapleyResult:
-        """Evaluate the design's pairs block by block, then solve (see the module docstring)."""
+        """Evaluate the design's pairs block by block, then solve (see the module docstring).
+
+        ``max_memory`` (bytes; None: unbounded) bounds the run's arrays: blocks are sized to it, and
+        where the normal equations of every output do not fit, the game values are spilled to disk
+        and solved by output column chunks (:mod:`msa_core.bounded_linear`; ``scratch_dir`` holds
+        the spill, ``coalitions x outputs x 8`` bytes).
+        """
         started = time.perf_counter()
         n = n_players
         plan = self.plan(n, budget)
@@ -265,10 +282,22 @@ class RegressionEstimator(Estimator):
         if n == 1:
             return self._result(gap.reshape(1, *out_shape), torch.zeros((1, *out_shape), dtype=torch.float64), state, seed, started, 0)
         design = self.design(n, budget, seed, out)
-        if "A" not in state.extra:
+        block = self.pairs_per_block(n, out)
+        memory = None
+        if max_memory is not None or "spill" in state.extra:
+            from .spilled import finish_spill, regression_memory_plan, regression_spill
+
+            memory = regression_memory_plan(self, design, out, int(max_memory or 2**62), on_block is not None,
+                                            force_spill="spill" in state.extra)
+            if memory.mode == "spill":
+                values, stderr, spill = regression_spill(self, runner, design, state, empty, gap, memory,
+                                                         scratch_dir, on_block)
+                result = self._result(values, stderr, state, seed, started, design.n_pairs)
+                return finish_spill(spill, result, memory)
+            block = memory.block
+        if "A" not in state.extra or "B" not in state.extra:
             state.extra.update(self._new_sums(n, self.n_features(n), design.n_groups, out, runner.device))
         sums = {name: state.extra[name].to(runner.device, torch.float64) for name in ("A", "B", "U", "K") if name in state.extra}
-        block = self.pairs_per_block(n, out)
         while state.next_unit < design.n_pairs:
             runner.check_cancel()
             pairs = range(state.next_unit, min(design.n_pairs, state.next_unit + block))
@@ -280,12 +309,23 @@ class RegressionEstimator(Estimator):
             state.n_evaluations = runner.n_evaluations
             if on_block is not None:
                 on_block(state)
-        phi, stderr = self._estimates(sums, design, gap)
-        phi = phi + (gap - phi.sum(0)) / n  # the KKT solve leaves only rounding: spread it evenly
+        phi, stderr = self.solve_outputs(sums, design, gap)
         values = phi.reshape(n, *out_shape)
+        result = self._result(values, stderr.reshape(n, *out_shape), state, seed, started, design.n_pairs)
+        if memory is not None:
+            result.metadata["memory"] = memory.describe()
+        return result
+
+    def solve_outputs(self, sums: dict[str, torch.Tensor], design: PairedDesign, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(phi, stderr)`` ``(n, outputs)`` of the group sums, efficiency exact (stderr 0 for a census).
+
+        Per output column: the bounded path calls it on column chunks of ``B``/``U`` and ``gap``.
+        """
+        phi, stderr = self._estimates(sums, design, gap)
+        phi = phi + (gap - phi.sum(0)) / design.n  # the KKT solve leaves only rounding: spread it evenly
         if stderr is None:  # every coalition was enumerated: no sampling error
-            stderr = torch.zeros_like(values)
-        return self._result(values, stderr.reshape(n, *out_shape), state, seed, started, design.n_pairs)
+            stderr = torch.zeros_like(phi)
+        return phi, stderr
 
     def _result(self, values, stderr, state: SamplingState, seed: int, started: float, pairs: int) -> ShapleyResult:
         return state.to_result(values, stderr, method=self.name, seed=seed, elapsed_s=time.perf_counter() - started,
