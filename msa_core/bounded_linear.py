@@ -207,7 +207,7 @@ def solve_by_columns(
     ``solve(c0, c1)`` returns the values and stderr (or None) ``(n_players, c1 - c0)`` of output
     columns ``c0..c1-1`` from the spill; a cancel takes effect between chunks.
     """
-    folder = spill.path.parent / "result" if plan.result_on_disk else None
+    folder = spill.path.parent if plan.result_on_disk else None  # values/, stderr/ next to spill/
     writer = ColumnWriter(n_players, output_shape, stderr=stderr, folder=folder, chunk_bytes=plan.chunk_bytes)
     for f0, f1 in spill.chunks:
         for c0 in range(f0, f1, plan.width):
@@ -222,8 +222,10 @@ def finish_spill(spill: ValueSpill, result: Any, plan: LinearPlan) -> Any:
     """Delete the spilled values, record the plan (and any on-disk arrays' folder) in the result."""
     spill.delete()
     result.metadata["memory"] = plan.describe()
-    if plan.result_on_disk:
-        result.metadata["arrays"] = str(spill.path.parent / "result")
+    if plan.result_on_disk:  # the run store moves values/ and stderr/ and removes the emptied folder
+        result.metadata["arrays"] = str(spill.path.parent)
+    else:
+        shutil.rmtree(spill.path.parent, ignore_errors=True)
     return result
 
 

@@ -29,7 +29,12 @@ Standard errors: the sampled pairs are dealt into ``G`` replicate groups (census
 without one group (the others reweighted by ``G / (G - 1)``),
 ``se^2 = (G - 1) / G * sum_g (phi_(-g) - mean)^2``. ``regression_mc`` averages the ``G`` cross-fitted
 estimates and reports their standard error of the mean. ``G`` is 16, fewer only where
-``G * p * outputs`` floats would pass :data:`GROUP_MEMORY_BYTES`.
+``G * p * outputs`` floats would pass :data:`GROUP_MEMORY_BYTES` (a function of the game's size,
+not of ``max_memory``: a bounded run computes the same estimator).
+
+Bounded memory: under ``max_memory``, blocks are sized to the bound; where ``B`` (and ``U``) of every
+output do not fit, the game values are spilled to disk and each chunk of output columns is solved on
+its own (everything above is linear in ``y`` given the design): :mod:`msa_core.bounded_linear`.
 """
 
 from __future__ import annotations
