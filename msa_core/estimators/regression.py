@@ -200,10 +200,17 @@ class RegressionEstimator(Estimator):
 
     # ------------------------------------------------------------------ solving
     @staticmethod
-    def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor, factors: dict | None = None) -> torch.Tensor:
         """Coefficients ``(k, p, out)`` minimising each weighted error ``(A[g], B[g])`` (``(k, p, p)``,
         ``(k, p, out)``) subject to ``sum(m) = gap``: one KKT system per replicate; where one
-        is singular (fewer distinct coalitions than features), the minimum-norm solution."""
+        is singular (fewer distinct coalitions than features), the minimum-norm solution.
+
+        ``factors`` (a dict, kept by the caller across calls with the same ``A``: the bounded path's
+        output column chunks) caches each system's LU factors, or its pseudo-inverse where it is
+        singular, so that every chunk only substitutes. The choice is made from the matrix alone
+        (singular values), so all chunks take the same one: on full-rank systems the solution of the
+        path below to rounding, on singular ones the minimum-norm solution (where the path below may
+        keep a particular solution that passes its residual check on every output)."""
         k, p = A.shape[0], A.shape[1]
         kkt = torch.zeros((k, p + 1, p + 1), dtype=torch.float64, device=A.device)
         kkt[:, :p, :p] = A
@@ -214,6 +221,15 @@ class RegressionEstimator(Estimator):
         kkt_np, rhs_np = kkt.cpu().numpy(), rhs.cpu().numpy()
         solution = np.empty_like(rhs_np)
         for index in range(k):
+            if factors is not None:
+                if index not in factors:
+                    factors[index] = _factor(kkt_np[index])
+                kind, factor = factors[index]
+                if kind == "lu":
+                    solution[index] = torch.linalg.lu_solve(*factor, torch.from_numpy(rhs_np[index])).numpy()
+                else:
+                    solution[index] = factor @ rhs_np[index]
+                continue
             try:
                 solution[index] = np.linalg.solve(kkt_np[index], rhs_np[index])
                 residual = np.abs(kkt_np[index] @ solution[index] - rhs_np[index]).max()
@@ -224,13 +240,14 @@ class RegressionEstimator(Estimator):
             solution[index] = np.linalg.lstsq(kkt_np[index], rhs_np[index], rcond=1e-12)[0]
         return torch.from_numpy(solution[:, :p]).to(A.device)
 
-    def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor,
+                   factors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(phi, stderr)`` flat ``(n, out)`` from the group sums (stderr None without replicates)."""
         G = design.n_groups
         T = self.shapley_map(design.n).to(gap.device)
         total = {name: value.sum(0) for name, value in sums.items()}
         if G < 2:
-            m = self._solve(total["A"][None], total["B"][None], gap)[0]
+            m = self._solve(total["A"][None], total["B"][None], gap, factors)[0]
             phi = T @ m
             if self.mc_correction:
                 phi = phi + total["U"] - total["K"] @ m
@@ -242,7 +259,7 @@ class RegressionEstimator(Estimator):
             name: torch.cat([total[name][None], sums[name][0] + scale * (sampled[name] - sums[name][1:])])
             for name in ("A", "B")
         }
-        m = self._solve(held_out["A"], held_out["B"], gap)  # (G + 1, p, out)
+        m = self._solve(held_out["A"], held_out["B"], gap, factors)  # (G + 1, p, out)
         replicates = T @ m[1:]  # (G, n, out)
         if self.mc_correction:  # surrogate without group g, residuals of group g (and of the census)
             census = sums["U"][0] - sums["K"][0] @ m[1:]
@@ -321,12 +338,14 @@ class RegressionEstimator(Estimator):
             result.metadata["memory"] = memory.describe()
         return result
 
-    def solve_outputs(self, sums: dict[str, torch.Tensor], design: PairedDesign, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve_outputs(self, sums: dict[str, torch.Tensor], design: PairedDesign, gap: torch.Tensor,
+                      factors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(phi, stderr)`` ``(n, outputs)`` of the group sums, efficiency exact (stderr 0 for a census).
 
-        Per output column: the bounded path calls it on column chunks of ``B``/``U`` and ``gap``.
+        Per output column: the bounded path calls it on column chunks of ``B``/``U`` and ``gap``,
+        with one ``factors`` cache for all chunks (see :meth:`_solve`).
         """
-        phi, stderr = self._estimates(sums, design, gap)
+        phi, stderr = self._estimates(sums, design, gap, factors)
         phi = phi + (gap - phi.sum(0)) / design.n  # the KKT solve leaves only rounding: spread it evenly
         if stderr is None:  # every coalition was enumerated: no sampling error
             stderr = torch.zeros_like(phi)
@@ -335,6 +354,15 @@ class RegressionEstimator(Estimator):
     def _result(self, values, stderr, state: SamplingState, seed: int, started: float, pairs: int) -> ShapleyResult:
         return state.to_result(values, stderr, method=self.name, seed=seed, elapsed_s=time.perf_counter() - started,
                                n_samples=pairs)
+
+
+def _factor(matrix: np.ndarray) -> tuple[str, Any]:
+    """``("lu", torch LU factors)`` of a full-rank KKT matrix, else ``("pinv", its pseudo-inverse)`` (rcond 1e-12,
+    as the minimum-norm ``lstsq``)."""
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    if singular[-1] > 1e-12 * singular[0]:
+        return "lu", torch.linalg.lu_factor(torch.from_numpy(matrix))
+    return "pinv", np.linalg.pinv(matrix, rcond=1e-12)
 
 
 class KernelEstimator(RegressionEstimator):

@@ -32,7 +32,7 @@ def regression_memory_plan(estimator: Any, design: PairedDesign, outputs: int, m
     """The :class:`LinearPlan` of a regression run on ``design`` (see :func:`linear_plan` for the terms).
 
     Counted from the code: the sums ``A (G+1, p, p)`` (and ``K (G+1, n, p)``) with the solve's
-    held-out copy, the KKT matrices in torch and numpy, a checkpoint's copy; per output column ``B``
+    held-out copy, the KKT matrices in torch and numpy and their factors, a checkpoint's copy; per output column ``B``
     (and ``U``) with their held-out copy, right-hand sides, solutions and the replicates.
     """
     n, p = design.n, estimator.n_features(design.n)
@@ -41,7 +41,8 @@ def regression_memory_plan(estimator: Any, design: PairedDesign, outputs: int, m
     mc = estimator.mc_correction
     copy = 1 if checkpoints else 0
     design_sums = _F64 * slots * (p * p + (n * p if mc else 0))
-    fixed = design_sums * (2 + copy) + 2 * _F64 * slots * (p + 1) ** 2
+    # KKT matrices in torch and numpy, their cached factors, and an SVD's two factors where one is singular
+    fixed = design_sums * (2 + copy) + 5 * _F64 * slots * (p + 1) ** 2
     per_column = _F64 * (slots * p * (4 + copy) + (slots * n * (3 + copy) if mc else 0)
                          + 3 * slots * (p + 1) + 4 * max(1, groups) * n + 3 * n)
     per_row = _F64 * (3 * p + (2 * n if mc else 0)) + n
@@ -105,6 +106,7 @@ def regression_spill(
     evaluate_into_spill(runner, state, spill, design.n_pairs, plan.block, coalitions_of, on_units, on_block)
     empty_flat = empty.reshape(-1)
     blocks = unit_blocks(design.n_pairs, plan.solve_block)
+    factors: dict = {}  # the KKT systems do not depend on the outputs: factor them once
 
     def solve(c0: int, c1: int) -> tuple[torch.Tensor, torch.Tensor]:
         width = c1 - c0
@@ -116,7 +118,7 @@ def regression_spill(
             coalitions, groups = _interleaved(design, units)
             y = spill.read(per * units.start, per * units.stop, c0, c1).to(runner.device) - empty_flat[c0:c1]
             estimator._accumulate(chunk, coalitions, groups, y, design, parts=("B", "U"))
-        return estimator.solve_outputs(chunk, design, gap[c0:c1])
+        return estimator.solve_outputs(chunk, design, gap[c0:c1], factors)
 
     values, stderr = solve_by_columns(runner, spill, plan, n, tuple(empty.shape), solve, stderr=True)
     return values, stderr, spill
