@@ -57,6 +57,16 @@ def test_spilled_run_equals_the_unbounded_run_and_the_exact_values(method, tmp_p
     assert sorted(path.name for path in tmp_path.glob("msa-moments-*/*")) == on_disk
 
 
+def test_an_underdetermined_spilled_fit_does_not_depend_on_the_chunking(tmp_path):
+    game = LowRankLinear(30, (8, 100), seed=5)  # 58 coalitions for 58 features: every KKT system is singular
+    runs = [shapley_modes(game, 30, method="kernel", budget=60, seed=4, max_memory=bound, scratch_dir=tmp_path)
+            for bound in ("6MB", "12MB")]
+    assert runs[0].metadata["memory"]["width"] != runs[1].metadata["memory"]["width"]
+    values = [dense(run.values) for run in runs]
+    assert torch.allclose(values[0], values[1], rtol=0, atol=1e-9)  # the minimum-norm fit, whole
+    assert torch.allclose(values[0].sum(0), game.exact().sum(0), rtol=0, atol=1e-9)  # efficiency
+
+
 def test_auto_spills_instead_of_falling_back_to_antithetic(tmp_path):
     game = LowRankLinear(12, SHAPE, seed=5)
     result = shapley_modes(game, 12, method="auto", budget=200, max_memory="4MB", scratch_dir=tmp_path)
