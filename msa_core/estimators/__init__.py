@@ -86,6 +86,9 @@ __all__ = [
     "draw_permutation",
 ]
 
+BOUNDED_ESTIMATORS = (SamplingEstimator, ExactEstimator, RegressionEstimator, AutoEstimator)
+"""Estimators that take ``max_memory`` (all but topk, whose arm statistics stay in memory)."""
+
 METHODS: dict[str, Callable[..., Estimator]] = {
     "exact": ExactEstimator,
     "permutation": PermutationEstimator,
@@ -198,10 +201,15 @@ def shapley_modes(
             the memory available when the run starts, or ``$MSA_MAX_MEMORY``). Sampling methods size
             their blocks to it; "permutation" and "antithetic" stream join orders and keep their
             accumulators on disk when needed, so they meet any bound; "owen" and "truncated" raise
-            ValueError where one unit's samples do not fit; "exact" and "topk" do not take a bound
-            (an explicit one raises ValueError). See :mod:`msa_core.bounded`.
-        scratch_dir: folder for on-disk accumulators (default: the temp directory); a result
-            computed there keeps its ``values``/``stderr`` there (:class:`~msa_core.ondisk.ChunkedArray`).
+            ValueError where one unit's samples do not fit. "exact" and the regressions ("kernel",
+            "leverage", "kadd", "regression_mc", and "auto") spill the game values to disk
+            (coalitions x outputs x 8 bytes) and solve by output column chunks where their state does
+            not fit; they raise ValueError where one output column cannot be solved within the
+            bound. "topk" does not take a bound (an explicit one raises ValueError). See
+            :mod:`msa_core.bounded` and :mod:`msa_core.bounded_linear`.
+        scratch_dir: folder for on-disk accumulators and spilled values (default: the temp
+            directory); a result computed there keeps its ``values``/``stderr`` there
+            (:class:`~msa_core.ondisk.ChunkedArray`).
 
     Returns:
         :class:`~msa_core.result.ShapleyResult` with ``values`` ``(n, *output_shape)``; ``stderr`` of
@@ -221,7 +229,7 @@ def shapley_modes(
     estimator = make_estimator(method, permutations=permutations, n_players=n_players, **(estimator_options or {}))
     runner = GameRunner(game, n_players, batch_size=batch_size, device=device, progress=progress, cancel=cancel)
     bounds: dict[str, Any] = {}
-    if isinstance(estimator, SamplingEstimator):
+    if isinstance(estimator, BOUNDED_ESTIMATORS):
         bounds = {"max_memory": resolve_max_memory(max_memory), "scratch_dir": scratch_dir}
     elif max_memory is not None:
         raise ValueError(f"method {method!r} keeps its state in memory and does not take max_memory; "

@@ -3,23 +3,31 @@
 The rule (from ``bench/estimator_error.py``; tables in the README's estimator section):
 
 1. ``2^n <= budget`` (and ``n <= MAX_EXACT_PLAYERS``): ``exact``: every coalition is affordable.
-2. The regression accumulators would not fit in memory even with 4 replicate groups
-   (``4 * (2n) * outputs`` floats over :data:`~msa_core.estimators.regression.GROUP_MEMORY_BYTES`):
-   ``antithetic`` (its memory is ``2 n * outputs``).
+2. The regression cannot be solved within ``max_memory`` even one output column at a time (its
+   ``p x p`` normal equations alone do not fit; :mod:`msa_core.bounded_linear`), or its spilled game
+   values (coalitions x outputs x 8 bytes) would not fit on the scratch disk: ``antithetic``, which
+   streams within any bound. Large outputs alone no longer fall back: the regression then spills its
+   game values to disk and solves by output column chunks.
 3. ``budget < 20 n``: ``kernel``: at about 10 evaluations per unit it had the lowest error on all three
    benchmark games (mlp-digits, dcgan-digits, moe-lm), 1.0-1.2x the best.
 4. Otherwise ``leverage``: from 450 evaluations on 16 units it was within 2% of the best on mlp-digits
    and the best on dcgan-digits (kernel's strata favour sizes 1 and n - 1; leverage spreads the pairs
    evenly over sizes, which pays once the extreme sizes are enumerated).
 
-The choice depends only on ``(n, budget, output size)``, so a resumed run makes the same one.
+The choice depends only on ``(n, budget, output size, max_memory)``; a checkpoint records it
+(``state.extra["auto_chosen"]``), so a resumed run makes the same one whatever its bound.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
+from ..memory import resolve_max_memory
 from ..result import ShapleyResult
 from .base import Estimator, GameRunner, SamplingState, begin_run
 from .exact import MAX_EXACT_PLAYERS, ExactEstimator
@@ -34,15 +42,18 @@ class AutoEstimator(Estimator):
 
     name = "auto"
 
-    def choose(self, n_players: int, budget: int, output_size: int = 1) -> Estimator:
-        """The estimator this rule runs for ``n_players``, ``budget`` evaluations, ``output_size`` outputs."""
+    def choose(self, n_players: int, budget: int, output_size: int = 1, max_memory: int | None = None,
+               scratch_dir: Any = None) -> Estimator:
+        """The estimator this rule runs for ``n_players``, ``budget`` evaluations, ``output_size`` outputs
+        within ``max_memory`` bytes (None: the default bound, :func:`~msa_core.memory.resolve_max_memory`)
+        and the free disk of ``scratch_dir`` (default: the temp directory)."""
         if n_players <= MAX_EXACT_PLAYERS and 2**n_players <= int(budget):
             return ExactEstimator()
-        if 4 * 8 * 2 * n_players * max(1, int(output_size)) > GROUP_MEMORY_BYTES:
+        regression = KernelEstimator() if int(budget) < 20 * n_players else LeverageEstimator()
+        bound = resolve_max_memory(max_memory)
+        if not _regression_fits(regression, n_players, budget, output_size, bound, scratch_dir):
             return AntitheticEstimator()
-        if int(budget) < 20 * n_players:
-            return KernelEstimator()
-        return LeverageEstimator()
+        return regression
 
     def evaluations_per_unit(self, n_players: int) -> int:
         return 2
@@ -59,11 +70,44 @@ class AutoEstimator(Estimator):
         seed: int = 0,
         state: SamplingState | None = None,
         on_block: Callable[[SamplingState], Any] | None = None,
+        max_memory: int | None = None,
+        scratch_dir: Any = None,
     ) -> ShapleyResult:
         started = time.perf_counter()
         state, empty, _ = begin_run(runner, state, self.plan(n_players, budget)["evaluations"])
-        chosen = self.choose(n_players, budget, max(1, empty.numel()))
-        result = chosen.estimate(runner, n_players, budget=budget, seed=seed, state=state, on_block=on_block)
+        saved = state.extra.get("auto_chosen")
+        if isinstance(saved, str) and saved in _BY_NAME:
+            chosen = _BY_NAME[saved]()
+        else:
+            chosen = self.choose(n_players, budget, max(1, empty.numel()), max_memory, scratch_dir)
+            state.extra["auto_chosen"] = chosen.name
+        result = chosen.estimate(runner, n_players, budget=budget, seed=seed, state=state, on_block=on_block,
+                                 max_memory=max_memory, scratch_dir=scratch_dir)
         result.metadata["auto"] = {"chosen": chosen.name}
         result.elapsed_s = time.perf_counter() - started
         return result
+
+
+_BY_NAME = {"exact": ExactEstimator, "kernel": KernelEstimator, "leverage": LeverageEstimator,
+            "antithetic": AntitheticEstimator}
+
+
+def _regression_fits(estimator: Any, n_players: int, budget: int, output_size: int, max_memory: int,
+                     scratch_dir: Any) -> bool:
+    """Whether ``estimator`` can run within ``max_memory`` (in memory, or spilled to a disk with room
+    for it), without building its design: the plan needs only the design's group count and size."""
+    from ..estimators.spilled import regression_memory_plan
+
+    outputs = max(1, int(output_size))
+    p = estimator.n_features(n_players)
+    groups = max(2, min(estimator.n_groups, GROUP_MEMORY_BYTES // max(1, 8 * p * outputs) - 1))
+    pairs = estimator.plan(n_players, budget)["n_units"]
+    outline = SimpleNamespace(n=n_players, n_groups=groups, paired=estimator.paired, n_pairs=pairs)
+    try:
+        memory = regression_memory_plan(estimator, outline, outputs, int(max_memory), False)
+    except ValueError:
+        return False
+    if memory.mode == "memory":
+        return True
+    folder = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
+    return memory.disk_bytes <= shutil.disk_usage(folder if folder.exists() else folder.parent).free

@@ -29,7 +29,12 @@ Standard errors: the sampled pairs are dealt into ``G`` replicate groups (census
 without one group (the others reweighted by ``G / (G - 1)``),
 ``se^2 = (G - 1) / G * sum_g (phi_(-g) - mean)^2``. ``regression_mc`` averages the ``G`` cross-fitted
 estimates and reports their standard error of the mean. ``G`` is 16, fewer only where
-``G * p * outputs`` floats would pass :data:`GROUP_MEMORY_BYTES`.
+``G * p * outputs`` floats would pass :data:`GROUP_MEMORY_BYTES` (a function of the game's size,
+not of ``max_memory``: a bounded run computes the same estimator).
+
+Bounded memory: under ``max_memory``, blocks are sized to the bound; where ``B`` (and ``U``) of every
+output do not fit, the game values are spilled to disk and each chunk of output columns is solved on
+its own (everything above is linear in ``y`` given the design): :mod:`msa_core.bounded_linear`.
 """
 
 from __future__ import annotations
@@ -158,10 +163,15 @@ class RegressionEstimator(Estimator):
             sums.update(U=zeros(groups + 1, n, out), K=zeros(groups + 1, n, p))
         return sums
 
-    def _accumulate(self, sums: dict[str, torch.Tensor], coalitions, groups, y, design: PairedDesign) -> None:
-        """Add one block's rows to the group sums (slot 0 = census, slot g + 1 = group g)."""
+    def _accumulate(self, sums: dict[str, torch.Tensor], coalitions, groups, y, design: PairedDesign,
+                    parts: tuple[str, ...] = ("A", "B", "U", "K")) -> None:
+        """Add one block's rows to the group sums (slot 0 = census, slot g + 1 = group g).
+
+        ``parts`` names the sums to update: the design-only ``A``/``K`` (``y`` may then be None) and the
+        per-output ``B``/``U`` (the bounded path adds them column chunk by column chunk).
+        """
         n = design.n
-        device = y.device
+        device = sums["A"].device if "A" in sums else y.device
         sizes = coalitions.sum(1)
         draws = torch.as_tensor(design.per_size_draws, dtype=torch.float64)[sizes]
         k = sizes.to(torch.float64)
@@ -174,22 +184,33 @@ class RegressionEstimator(Estimator):
             rows = order[start : start + count].to(device)
             start += count
             xw = x[rows] * weight[rows, None]
-            sums["A"][slot] += xw.T @ x[rows]
-            sums["B"][slot] += xw.T @ y[rows]
-            if self.mc_correction:
+            if "A" in parts:
+                sums["A"][slot] += xw.T @ x[rows]
+            if "B" in parts:
+                sums["B"][slot] += xw.T @ y[rows]
+            if self.mc_correction and ("U" in parts or "K" in parts):
                 inside = coalitions[rows.cpu()].to(device)
                 kk = k[rows.cpu()].to(device)[:, None]
                 # c_i(S) * binom(n, |S|): 1/|S| inside, -1/(n - |S|) outside; / draws = HT weight
                 c = torch.where(inside, 1.0 / kk, -1.0 / (n - kk)) / draws[rows.cpu()].to(device)[:, None]
-                sums["U"][slot] += c.T @ y[rows]
-                sums["K"][slot] += c.T @ x[rows]
+                if "U" in parts:
+                    sums["U"][slot] += c.T @ y[rows]
+                if "K" in parts:
+                    sums["K"][slot] += c.T @ x[rows]
 
     # ------------------------------------------------------------------ solving
     @staticmethod
-    def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor, factors: dict | None = None) -> torch.Tensor:
         """Coefficients ``(k, p, out)`` minimising each weighted error ``(A[g], B[g])`` (``(k, p, p)``,
         ``(k, p, out)``) subject to ``sum(m) = gap``: one KKT system per replicate; where one
-        is singular (fewer distinct coalitions than features), the minimum-norm solution."""
+        is singular (fewer distinct coalitions than features), the minimum-norm solution.
+
+        ``factors`` (a dict, kept by the caller across calls with the same ``A``: the bounded path's
+        output column chunks) caches each system's LU factors, or its pseudo-inverse where it is
+        singular, so that every chunk only substitutes. The choice is made from the matrix alone
+        (singular values), so all chunks take the same one: on full-rank systems the solution of the
+        path below to rounding, on singular ones the minimum-norm solution (where the path below may
+        keep a particular solution that passes its residual check on every output)."""
         k, p = A.shape[0], A.shape[1]
         kkt = torch.zeros((k, p + 1, p + 1), dtype=torch.float64, device=A.device)
         kkt[:, :p, :p] = A
@@ -200,6 +221,15 @@ class RegressionEstimator(Estimator):
         kkt_np, rhs_np = kkt.cpu().numpy(), rhs.cpu().numpy()
         solution = np.empty_like(rhs_np)
         for index in range(k):
+            if factors is not None:
+                if index not in factors:
+                    factors[index] = _factor(kkt_np[index])
+                kind, factor = factors[index]
+                if kind == "lu":
+                    solution[index] = torch.linalg.lu_solve(*factor, torch.from_numpy(rhs_np[index])).numpy()
+                else:
+                    solution[index] = factor @ rhs_np[index]
+                continue
             try:
                 solution[index] = np.linalg.solve(kkt_np[index], rhs_np[index])
                 residual = np.abs(kkt_np[index] @ solution[index] - rhs_np[index]).max()
@@ -210,13 +240,14 @@ class RegressionEstimator(Estimator):
             solution[index] = np.linalg.lstsq(kkt_np[index], rhs_np[index], rcond=1e-12)[0]
         return torch.from_numpy(solution[:, :p]).to(A.device)
 
-    def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor,
+                   factors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(phi, stderr)`` flat ``(n, out)`` from the group sums (stderr None without replicates)."""
         G = design.n_groups
         T = self.shapley_map(design.n).to(gap.device)
         total = {name: value.sum(0) for name, value in sums.items()}
         if G < 2:
-            m = self._solve(total["A"][None], total["B"][None], gap)[0]
+            m = self._solve(total["A"][None], total["B"][None], gap, factors)[0]
             phi = T @ m
             if self.mc_correction:
                 phi = phi + total["U"] - total["K"] @ m
@@ -228,7 +259,7 @@ class RegressionEstimator(Estimator):
             name: torch.cat([total[name][None], sums[name][0] + scale * (sampled[name] - sums[name][1:])])
             for name in ("A", "B")
         }
-        m = self._solve(held_out["A"], held_out["B"], gap)  # (G + 1, p, out)
+        m = self._solve(held_out["A"], held_out["B"], gap, factors)  # (G + 1, p, out)
         replicates = T @ m[1:]  # (G, n, out)
         if self.mc_correction:  # surrogate without group g, residuals of group g (and of the census)
             census = sums["U"][0] - sums["K"][0] @ m[1:]
@@ -253,8 +284,16 @@ class RegressionEstimator(Estimator):
         seed: int = 0,
         state: SamplingState | None = None,
         on_block: Callable[[SamplingState], Any] | None = None,
+        max_memory: int | None = None,
+        scratch_dir: Any = None,
     ) -> ShapleyResult:
-        """Evaluate the design's pairs block by block, then solve (see the module docstring)."""
+        """Evaluate the design's pairs block by block, then solve (see the module docstring).
+
+        ``max_memory`` (bytes; None: unbounded) bounds the run's arrays: blocks are sized to it, and
+        where the normal equations of every output do not fit, the game values are spilled to disk
+        and solved by output column chunks (:mod:`msa_core.bounded_linear`; ``scratch_dir`` holds
+        the spill, ``coalitions x outputs x 8`` bytes).
+        """
         started = time.perf_counter()
         n = n_players
         plan = self.plan(n, budget)
@@ -265,10 +304,22 @@ class RegressionEstimator(Estimator):
         if n == 1:
             return self._result(gap.reshape(1, *out_shape), torch.zeros((1, *out_shape), dtype=torch.float64), state, seed, started, 0)
         design = self.design(n, budget, seed, out)
-        if "A" not in state.extra:
+        block = self.pairs_per_block(n, out)
+        memory = None
+        if max_memory is not None or "spill" in state.extra:
+            from .spilled import finish_spill, regression_memory_plan, regression_spill
+
+            memory = regression_memory_plan(self, design, out, int(max_memory or 2**62), on_block is not None,
+                                            force_spill="spill" in state.extra)
+            if memory.mode == "spill":
+                values, stderr, spill = regression_spill(self, runner, design, state, empty, gap, memory,
+                                                         scratch_dir, on_block)
+                result = self._result(values, stderr, state, seed, started, design.n_pairs)
+                return finish_spill(spill, result, memory)
+            block = memory.block
+        if "A" not in state.extra or "B" not in state.extra:
             state.extra.update(self._new_sums(n, self.n_features(n), design.n_groups, out, runner.device))
         sums = {name: state.extra[name].to(runner.device, torch.float64) for name in ("A", "B", "U", "K") if name in state.extra}
-        block = self.pairs_per_block(n, out)
         while state.next_unit < design.n_pairs:
             runner.check_cancel()
             pairs = range(state.next_unit, min(design.n_pairs, state.next_unit + block))
@@ -280,16 +331,38 @@ class RegressionEstimator(Estimator):
             state.n_evaluations = runner.n_evaluations
             if on_block is not None:
                 on_block(state)
-        phi, stderr = self._estimates(sums, design, gap)
-        phi = phi + (gap - phi.sum(0)) / n  # the KKT solve leaves only rounding: spread it evenly
+        phi, stderr = self.solve_outputs(sums, design, gap)
         values = phi.reshape(n, *out_shape)
+        result = self._result(values, stderr.reshape(n, *out_shape), state, seed, started, design.n_pairs)
+        if memory is not None:
+            result.metadata["memory"] = memory.describe()
+        return result
+
+    def solve_outputs(self, sums: dict[str, torch.Tensor], design: PairedDesign, gap: torch.Tensor,
+                      factors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(phi, stderr)`` ``(n, outputs)`` of the group sums, efficiency exact (stderr 0 for a census).
+
+        Per output column: the bounded path calls it on column chunks of ``B``/``U`` and ``gap``,
+        with one ``factors`` cache for all chunks (see :meth:`_solve`).
+        """
+        phi, stderr = self._estimates(sums, design, gap, factors)
+        phi = phi + (gap - phi.sum(0)) / design.n  # the KKT solve leaves only rounding: spread it evenly
         if stderr is None:  # every coalition was enumerated: no sampling error
-            stderr = torch.zeros_like(values)
-        return self._result(values, stderr.reshape(n, *out_shape), state, seed, started, design.n_pairs)
+            stderr = torch.zeros_like(phi)
+        return phi, stderr
 
     def _result(self, values, stderr, state: SamplingState, seed: int, started: float, pairs: int) -> ShapleyResult:
         return state.to_result(values, stderr, method=self.name, seed=seed, elapsed_s=time.perf_counter() - started,
                                n_samples=pairs)
+
+
+def _factor(matrix: np.ndarray) -> tuple[str, Any]:
+    """``("lu", torch LU factors)`` of a full-rank KKT matrix, else ``("pinv", its pseudo-inverse)`` (rcond 1e-12,
+    as the minimum-norm ``lstsq``)."""
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    if singular[-1] > 1e-12 * singular[0]:
+        return "lu", torch.linalg.lu_factor(torch.from_numpy(matrix))
+    return "pinv", np.linalg.pinv(matrix, rcond=1e-12)
 
 
 class KernelEstimator(RegressionEstimator):
