@@ -105,7 +105,7 @@ def test_methods_that_cannot_meet_the_bound_say_so():
         with pytest.raises(ValueError, match="max_memory"):
             shapley_modes(game, 30, method=method, n_permutations=4, max_memory="2MB")
     with pytest.raises(ValueError, match="does not take max_memory"):
-        shapley_modes(LowRankLinear(4, (3,)), 4, method="exact", max_memory="8MB")
+        shapley_modes(LowRankLinear(4, (3,)), 4, method="topk", max_memory="8MB")
 
 
 CHILD = textwrap.dedent("""
