@@ -13,8 +13,12 @@ not depend on the other rows of its batch, so a Ray run gives the values of a lo
 seed (given the same device type and library versions on every worker); checkpoints, resume and cancel
 are those of the local path.
 
+For sampling methods on games with large outputs, :mod:`msa_core.runs.ray_accumulate` uses the same
+workers (:meth:`GameWorker.accumulate`, the same :func:`worker_game`) to run the estimator on ranges of
+sample units and return moment accumulators instead of values (``ray_options={"accumulate": ...}``).
+
 Workers ask for one GPU each when the spec's device is CUDA, else for one CPU. Ray is imported only
-here: the default backend never needs it.
+here and there: the default backend never needs it.
 """
 
 from __future__ import annotations
