@@ -43,8 +43,10 @@ def _units_text(units: list[Any]) -> str:
     return ", ".join(u if isinstance(u, str) else getattr(u, "path", repr(u)) for u in units)
 
 
-def _budget(spec: RunSpec) -> dict[str, int]:
-    """The budget keyword of ``shapley_modes``: evaluations when given, else permutations."""
+def _budget(spec: RunSpec, budget: int | None = None) -> dict[str, int]:
+    """The budget keyword of ``shapley_modes``: ``budget`` or the spec's evaluations when given, else permutations."""
+    if budget is not None:
+        return {"budget": int(budget)}
     return {"budget": int(spec.budget)} if spec.budget is not None else {"n_permutations": int(spec.n_permutations)}
 
 
@@ -59,12 +61,14 @@ def run_estimator(
     spec_batch_size: bool = True,
     max_memory: int | str | None = None,
     scratch_dir: Any = None,
+    budget: int | None = None,
 ) -> ShapleyResult:
     """``shapley_modes`` on ``game`` with the spec's method, budget, options and seed: the one estimator
     call of the run machinery (``execute``, the Ray backend and :func:`estimate_cost` all use it).
 
     ``spec_batch_size=False`` lets the game choose its rows per call (the Ray backend: one batch per
-    worker); values do not depend on the batch size.
+    worker); values do not depend on the batch size. ``budget`` (evaluations) replaces the spec's: a
+    Ray worker runs units ``[a, b)`` as a state resumed at ``a`` with the budget that buys ``b`` units.
     Returns the :class:`ShapleyResult` (``values`` ``(n_players, *output_shape)``).
     """
     spec = resolved.spec
@@ -72,7 +76,7 @@ def run_estimator(
         game,
         int(game.n_players),
         method=spec.method,
-        **_budget(spec),
+        **_budget(spec, budget),
         batch_size=spec.batch_size if spec_batch_size else None,
         seed=spec.seed,
         device=spec.device,
@@ -139,7 +143,9 @@ def execute(
         checkpoint_interval: seconds between checkpoints (default 2, or ``$MSA_CHECKPOINT_INTERVAL``).
         resolved: an already resolved spec (internal: the job runner resolves once to dedupe).
         ray_options: options of :class:`~msa_core.runs.ray_backend.RayGame` (``workers``,
-            ``gpus_per_worker``, ``min_rows_per_task``).
+            ``gpus_per_worker``, ``min_rows_per_task``), plus ``accumulate`` ("workers", "driver" or
+            "auto", else ``$MSA_RAY_ACCUMULATE``; see :func:`~msa_core.runs.ray_accumulate.choose_accumulate`)
+            and ``units_per_task`` (sample units per worker per round in the "workers" mode).
         max_memory: bound on the estimator's working arrays (bytes or "4GB"; None: half the free
             memory). Not part of the run key: it changes how, not what, is computed. A result too
             large for memory is stored as on-disk arrays (``store.scratch_dir()``, then ``arrays/<id>``).
@@ -190,15 +196,25 @@ def execute(
         info["elapsed_s"] = previous_elapsed + time.perf_counter() - started
         checkpointer(s)
 
-    evaluated = game
+    evaluated, accumulate = game, None
     if backend == "ray":
         from .ray_backend import RayGame
 
-        evaluated = RayGame(resolved, game, address=address, cancel=cancel, **(ray_options or {}))
+        options = dict(ray_options or {})
+        accumulate = (options.pop("accumulate", None), options.pop("units_per_task", None))
+        evaluated = RayGame(resolved, game, address=address, cancel=cancel, **options)
     try:
-        result = run_estimator(resolved, evaluated, progress=report, cancel=cancel, state=state, on_block=on_block,
-                               spec_batch_size=backend != "ray", max_memory=max_memory,
-                               scratch_dir=store.scratch_dir())
+        if backend == "ray":
+            accumulate = _ray_accumulate(resolved, evaluated, state, accumulate, report, max_memory)
+        if accumulate is not None and accumulate["mode"] == "workers":
+            from .ray_accumulate import run_on_workers
+
+            result = run_on_workers(resolved, evaluated, state, units_per_task=accumulate["units_per_task"],
+                                    progress=report, on_block=on_block, max_memory=max_memory)
+        else:
+            result = run_estimator(resolved, evaluated, progress=report, cancel=cancel, state=state,
+                                   on_block=on_block, spec_batch_size=backend != "ray", max_memory=max_memory,
+                                   scratch_dir=store.scratch_dir())
     except BaseException:
         info["elapsed_s"] = previous_elapsed + time.perf_counter() - started
         checkpointer.save()  # cancelled, failed or interrupted: keep what was merged
@@ -207,7 +223,7 @@ def execute(
     result.elapsed_s = elapsed
     result.unit_labels = [str(label) for label in game.unit_labels]
     if backend == "ray":
-        result.metadata["ray"] = evaluated.info()
+        result.metadata["ray"] = {**evaluated.info(), "accumulate": accumulate}
     result.metadata.update(
         {
             "run_id": key,
@@ -249,6 +265,32 @@ def execute(
     store.put(record)
     store.delete_checkpoint(key)
     return record
+
+
+def _ray_accumulate(resolved: ResolvedRun, ray_game: Any, state: SamplingState, requested: tuple, report: Any,
+                    max_memory: Any) -> dict[str, Any]:
+    """Where a Ray run accumulates (:func:`~msa_core.runs.ray_accumulate.choose_accumulate`):
+    ``{"mode", "reason", "units_per_task"}``. A sampling run's endpoints are evaluated first (through
+    ``begin_run``, into ``state``): the choice depends on the output size."""
+    from ..accumulate import DiskMoments
+    from ..estimators import GameRunner, SamplingEstimator
+    from ..estimators.base import begin_run
+    from .ray_accumulate import choose_accumulate
+
+    spec = resolved.spec
+    n = int(ray_game.n_players)
+    if not isinstance(make_estimator(spec.method, **spec.options_dict), SamplingEstimator):
+        mode, reason, per_task = choose_accumulate(requested[0], spec, n, 0, len(ray_game.workers), max_memory)
+        return {"mode": mode, "reason": reason, "units_per_task": per_task}
+    if state.empty is None or state.intact is None:
+        runner = GameRunner(ray_game, n, device=spec.device, progress=report, cancel=ray_game.cancel)
+        begin_run(runner, state, int(plan(spec, resolved, ray_game)["evaluations"]))
+    output_size = int(state.empty.numel())
+    mode, reason, per_task = choose_accumulate(requested[0], spec, n, output_size, len(ray_game.workers),
+                                               max_memory, requested[1])
+    if mode == "workers" and isinstance(state.accumulator, DiskMoments):
+        mode, reason = "driver", "the resumed checkpoint keeps its accumulators on disk"
+    return {"mode": mode, "reason": reason, "units_per_task": per_task}
 
 
 def _output_labels(resolved: ResolvedRun) -> list[str] | None:

@@ -13,8 +13,12 @@ not depend on the other rows of its batch, so a Ray run gives the values of a lo
 seed (given the same device type and library versions on every worker); checkpoints, resume and cancel
 are those of the local path.
 
+For sampling methods on games with large outputs, :mod:`msa_core.runs.ray_accumulate` uses the same
+workers (:meth:`GameWorker.accumulate`, the same :func:`worker_game`) to run the estimator on ranges of
+sample units and return moment accumulators instead of values (``ray_options={"accumulate": ...}``).
+
 Workers ask for one GPU each when the spec's device is CUDA, else for one CPU. Ray is imported only
-here: the default backend never needs it.
+here and there: the default backend never needs it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 
 from .spec import RunSpec, load_subject, recipe_source_hash, resolve
 
-__all__ = ["RayGame", "GameWorker", "evaluate_rows", "ensure_ray"]
+__all__ = ["RayGame", "GameWorker", "evaluate_rows", "worker_game", "ensure_ray"]
 
 _GAME_FIELDS = ("model", "inputs", "tasks", "device", "units", "preset", "objective", "lesion", "batch_size")
 _WORKER_SUBJECTS: dict[tuple, Any] = {}
@@ -37,23 +41,13 @@ _WORKER_GAMES: dict[tuple, Any] = {}
 _WORKER_KEYS: dict[str, tuple] = {}
 
 
-def evaluate_rows(spec_dict: dict[str, Any], key: str | None, kind: str, rows: np.ndarray) -> tuple[np.ndarray, float]:
-    """Worker side: the game's values on ``rows``; runs anywhere, Ray or not.
+def worker_game(spec_dict: dict[str, Any], key: str | None) -> tuple[Any, Any]:
+    """Worker side: ``(resolved, game)`` of the run, rebuilt from the spec once per worker process.
 
-    Args:
-        spec_dict: ``RunSpec.to_dict()`` of the run.
-        key: the driver's run key; a worker that computes another key (a different model, inputs file,
-            task battery or recipe at the same path, another ``msa_core``) raises ValueError instead of
-            computing a different game.
-        kind: "coalitions" (``rows`` bool ``(batch, n_players)``) or "permutations" (``rows`` int64
-            ``(m, n_players)``, through the game's ``evaluate_permutations``).
-        rows: the coalitions or join orders.
-
-    Returns:
-        ``(values, seconds)``: numpy ``(batch, *output_shape)`` (``(m, n_players + 1, ...)`` for join
-        orders) in the game's dtype, and the time spent.
+    A worker that computes another run key than the driver's ``key`` (a different model, inputs
+    file, task battery or recipe at the same path, another ``msa_core``) raises ValueError instead of
+    computing a different game. The subject, the resolved run and the game are kept between calls.
     """
-    began = time.perf_counter()
     spec = RunSpec.from_dict(spec_dict)
     game_id = tuple(repr(spec_dict.get(name)) for name in _GAME_FIELDS)
     if key is None or _WORKER_KEYS.get(key) != game_id:
@@ -72,10 +66,28 @@ def evaluate_rows(spec_dict: dict[str, Any], key: str | None, kind: str, rows: n
                 "msa_core version)"
             )
         if game_id not in _WORKER_GAMES:
-            _WORKER_GAMES[game_id] = resolved.game()
+            _WORKER_GAMES[game_id] = (resolved, resolved.game())
         if key is not None:
             _WORKER_KEYS[key] = game_id
-    game = _WORKER_GAMES[game_id]
+    return _WORKER_GAMES[game_id]
+
+
+def evaluate_rows(spec_dict: dict[str, Any], key: str | None, kind: str, rows: np.ndarray) -> tuple[np.ndarray, float]:
+    """Worker side: the game's values on ``rows``; runs anywhere, Ray or not.
+
+    Args:
+        spec_dict: ``RunSpec.to_dict()`` of the run.
+        key: the driver's run key (checked by :func:`worker_game`).
+        kind: "coalitions" (``rows`` bool ``(batch, n_players)``) or "permutations" (``rows`` int64
+            ``(m, n_players)``, through the game's ``evaluate_permutations``).
+        rows: the coalitions or join orders.
+
+    Returns:
+        ``(values, seconds)``: numpy ``(batch, *output_shape)`` (``(m, n_players + 1, ...)`` for join
+        orders) in the game's dtype, and the time spent.
+    """
+    began = time.perf_counter()
+    _resolved, game = worker_game(spec_dict, key)
     tensor = torch.from_numpy(np.ascontiguousarray(rows))
     with torch.no_grad():
         values = game.evaluate_permutations(tensor) if kind == "permutations" else game(tensor)
@@ -88,6 +100,13 @@ class GameWorker:
     def evaluate(self, spec_dict: dict[str, Any], key: str | None, kind: str, rows: np.ndarray) -> tuple[np.ndarray, float]:
         """:func:`evaluate_rows` in this worker process."""
         return evaluate_rows(spec_dict, key, kind, rows)
+
+    def accumulate(self, spec_dict: dict[str, Any], key: str | None, start: int, stop: int, empty: np.ndarray,
+                   intact: np.ndarray, max_memory: int | None) -> dict[str, Any]:
+        """:func:`~msa_core.runs.ray_accumulate.accumulate_units` in this worker process."""
+        from .ray_accumulate import accumulate_units
+
+        return accumulate_units(spec_dict, key, start, stop, empty, intact, max_memory)
 
 
 def ensure_ray(address: str | None = None) -> Any:
@@ -172,7 +191,7 @@ class RayGame:
         self.workers = _worker_pool(self.ray, use_gpu, gpus, workers)
         self.min_rows = max(1, int(min_rows_per_task))
         self.per_task_rows = spec.batch_size or getattr(game, "preferred_batch_size", None) or 1024
-        self.calls = self.tasks = 0
+        self.calls = self.tasks = self.bytes_returned = 0
         self.gpu = use_gpu
 
     @property
@@ -188,6 +207,12 @@ class RayGame:
             for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))
         ]
         self.calls += 1
+        parts = [np.asarray(values) for values, _seconds in self.wait(refs)]
+        return torch.from_numpy(np.concatenate(parts))
+
+    def wait(self, refs: list[Any]) -> list[Any]:
+        """The results of worker tasks ``refs``, in order, watching the cancel flag while they run;
+        counts the tasks and the bytes of the arrays they return (``info()["bytes_returned"]``)."""
         self.tasks += len(refs)
         try:
             while True:  # wait for all parts, watching the cancel flag
@@ -205,8 +230,9 @@ class RayGame:
                 except Exception:  # best effort: a finished task cannot be cancelled
                     pass
             raise
-        parts = [np.asarray(values) for values, _seconds in self.ray.get(refs)]
-        return torch.from_numpy(np.concatenate(parts))
+        results = self.ray.get(refs)
+        self.bytes_returned += sum(_array_bytes(result) for result in results)
+        return results
 
     def __call__(self, coalitions: torch.Tensor) -> torch.Tensor:
         """Values ``(batch, *output_shape)`` of bool coalitions ``(batch, n_players)``, computed on workers."""
@@ -217,5 +243,17 @@ class RayGame:
         return self._run("permutations", permutations.detach().cpu().numpy().astype(np.int64))
 
     def info(self) -> dict[str, Any]:
-        """What the run did on Ray: calls, tasks, workers, GPU."""
-        return {"calls": self.calls, "tasks": self.tasks, "workers": len(self.workers), "gpu": self.gpu}
+        """What the run did on Ray: calls, tasks, workers, GPU, bytes of arrays returned to the driver."""
+        return {"calls": self.calls, "tasks": self.tasks, "workers": len(self.workers), "gpu": self.gpu,
+                "bytes_returned": int(self.bytes_returned)}
+
+
+def _array_bytes(value: Any) -> int:
+    """Bytes of the numpy arrays in a worker's result (tuples, lists and dicts walked)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_array_bytes(item) for item in value)
+    return 0

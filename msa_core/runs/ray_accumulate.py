@@ -1,0 +1,217 @@
+"""Ray, accumulate on workers: each worker runs the estimator on a range of sample units and returns moments.
+
+The Ray backend's default path (:class:`~msa_core.runs.ray_backend.RayGame`) sends the values of every
+coalition back to the driver, ``(coalitions, *output)`` per call. For a sampling method (permutation,
+antithetic, owen, truncated) on a game with a large output this mode sends far less: the driver deals
+*rounds* of ``W x R`` sample units (``W`` workers, ``R`` units per task); a worker rebuilds the game from
+the spec (:func:`~msa_core.runs.ray_backend.worker_game`, with the run-key check), runs the estimator's
+own loop on its contiguous range ``[a, b)`` (the one estimator call,
+:func:`~msa_core.runs.execute.run_estimator`, on a :class:`SamplingState` resumed at ``next_unit=a`` with
+the driver's endpoints and a budget that buys ``b`` units) and returns its moment accumulator (count,
+mean and ``m2`` of shape ``(n_players, *output)``). The driver merges a round's accumulators in worker
+order (Chan's update, :meth:`MomentAccumulator.merge`), then calls ``on_block`` (checkpoints), so cancel
+and resume work between rounds. A unit's samples do not depend on where it is computed, so values equal
+a local run's with the same seed to float rounding (~1e-15 relative; the merge tree differs, so not bit
+for bit) with the same evaluation count; a resumed run equals an uninterrupted one bit for bit (rounds
+are a function of the unit index).
+
+Bytes per task: ``16 n x output`` (float64 mean and ``m2``) for ``R`` units, against
+``R x evaluations_per_unit x output x itemsize`` in the driver mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..accumulate import MomentAccumulator
+from ..estimators import GameRunner, SamplingEstimator, SamplingState
+from ..memory import format_bytes, resolve_max_memory
+
+__all__ = ["accumulate_units", "choose_accumulate", "run_on_workers", "ACCUMULATE_MODES", "LARGE_OUTPUT",
+           "DEFAULT_ROUNDS"]
+
+ACCUMULATE_MODES = ("workers", "driver")
+LARGE_OUTPUT = 1024
+"""Without a choice, sampling runs whose coalitions have at least this many output values accumulate on
+workers (when that returns fewer bytes); smaller games keep the driver mode (bit-identical to local)."""
+DEFAULT_ROUNDS = 4
+"""Rounds (checkpoints) a workers-mode run is dealt in, without ``units_per_task``."""
+
+
+def _fits_in_memory(estimator: Any, n_players: int, output_size: int, max_memory: int) -> str | None:
+    """None where a worker's accumulators fit in ``max_memory`` bytes, else why not (one line)."""
+    from ..bounded import memory_plan
+
+    try:
+        memory = memory_plan(estimator, n_players, output_size, int(max_memory))
+    except ValueError as error:
+        return str(error)
+    if memory.on_disk:
+        need = 2 * n_players * max(1, output_size) * 8
+        return (f"a worker's accumulators ({format_bytes(need)}: mean and m2 of {n_players} players x "
+                f"{output_size} outputs) do not fit in its memory bound {format_bytes(max_memory)}")
+    return None
+
+
+def accumulate_units(spec_dict: dict[str, Any], key: str | None, start: int, stop: int, empty: np.ndarray,
+                     intact: np.ndarray, max_memory: int | None) -> dict[str, Any]:
+    """Worker side: the moments of sample units ``[start, stop)`` of the run; runs anywhere, Ray or not.
+
+    Args:
+        spec_dict, key: the run (``RunSpec.to_dict()``) and the driver's run key (checked).
+        start, stop: the range of sample units (join orders, pairs, Owen units).
+        empty, intact: the driver's ``v(empty)`` and ``v(N)``, ``(*output)``.
+        max_memory: the worker's memory bound in bytes (None: half its free memory); ValueError where
+            its accumulators would not fit in memory (workers never keep them on disk).
+
+    Returns:
+        ``{"count", "mean", "m2", "n_evaluations", "seconds", "metadata"}``: ``mean`` and ``m2`` float64
+        numpy ``(n_players, *output)`` of the ``stop - start`` samples, the evaluations they cost, and
+        the method's result metadata (e.g. "truncation").
+    """
+    from .execute import run_estimator
+    from .ray_backend import worker_game
+    from .spec import RunSpec
+
+    began = time.perf_counter()
+    resolved, game = worker_game(spec_dict, key)
+    spec = RunSpec.from_dict(spec_dict)  # the cached resolved run may carry another method or seed
+    resolved = dataclasses.replace(resolved, spec=spec)
+    estimator = _estimator(spec)
+    n = int(game.n_players)
+    bound = resolve_max_memory(max_memory)
+    refused = _fits_in_memory(estimator, n, int(np.prod(empty.shape, dtype=np.int64)), bound)
+    if refused is not None:
+        raise ValueError(f"{refused}; run with ray_options={{'accumulate': 'driver'}} or a larger max_memory")
+    state = SamplingState(next_unit=int(start), n_evaluations=0, empty=torch.as_tensor(empty, dtype=torch.float64),
+                          intact=torch.as_tensor(intact, dtype=torch.float64))
+    budget = 2 + int(stop) * estimator.evaluations_per_unit(n)
+    with torch.no_grad():
+        result = run_estimator(resolved, game, state=state, budget=budget, max_memory=bound)
+    moments = state.accumulator
+    if not isinstance(moments, MomentAccumulator) or moments.count != stop - start:
+        raise ValueError(f"the worker merged {moments.count} samples for units [{start}, {stop}) (or kept them on disk)")
+    return {"count": int(moments.count), "mean": moments.mean.cpu().numpy(), "m2": moments.m2.cpu().numpy(),
+            "n_evaluations": int(state.n_evaluations), "seconds": time.perf_counter() - began,
+            "metadata": {k: v for k, v in result.metadata.items() if k == "truncation"}}
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A worker's array without a copy: Ray hands it over read-only, and ``merge`` never writes to it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).to(device)
+
+
+def _estimator(spec: Any) -> Any:
+    from ..estimators import make_estimator
+
+    return make_estimator(spec.method, **spec.options_dict)
+
+
+def choose_accumulate(requested: str | None, spec: Any, n_players: int, output_size: int, n_workers: int,
+                      max_memory: int | str | None, units_per_task: int | None = None) -> tuple[str, str, int]:
+    """Where a Ray run accumulates: ``(mode, reason, units_per_task)``, mode "workers" or "driver".
+
+    ``requested`` (``ray_options["accumulate"]``, else ``$MSA_RAY_ACCUMULATE``; None or "auto": the
+    default) is honoured where it can be: a non-sampling method (exact, topk, regression, auto) always
+    distributes evaluations; "workers" falls back to "driver", with a warning, where a worker's
+    accumulators would not fit in memory. The default is "workers" for a sampling method whose
+    coalitions have at least :data:`LARGE_OUTPUT` values and whose tasks then return fewer bytes.
+    """
+    requested = requested or os.environ.get("MSA_RAY_ACCUMULATE") or "auto"
+    if requested not in (*ACCUMULATE_MODES, "auto"):
+        raise ValueError(f"accumulate must be 'workers', 'driver' or 'auto'; got {requested!r}")
+    from .spec import budget_evaluations
+
+    estimator = _estimator(spec)
+    if not isinstance(estimator, SamplingEstimator) or getattr(estimator, "permutations", None) is not None:
+        return "driver", f"method {spec.method!r} is not a sampling method: evaluations are distributed", 0
+    total = int(estimator.plan(n_players, budget_evaluations(spec, n_players))["n_units"])
+    per_task = int(units_per_task or math.ceil(total / (max(1, n_workers) * DEFAULT_ROUNDS)))
+    per_task = max(per_task, int(estimator.min_units), 1)
+    if requested == "driver":
+        return "driver", "asked for", per_task
+    refused = _fits_in_memory(estimator, n_players, output_size, resolve_max_memory(max_memory))
+    if refused is not None:
+        if requested == "workers":
+            warnings.warn(f"accumulating on the driver: {refused}", stacklevel=3)
+        return "driver", refused, per_task
+    if requested == "workers":
+        return "workers", "asked for", per_task
+    moments_bytes = 16 * n_players * max(1, output_size)
+    samples_bytes = per_task * estimator.evaluations_per_unit(n_players) * max(1, output_size) * 4
+    if output_size >= LARGE_OUTPUT and moments_bytes < samples_bytes:
+        return "workers", f"{output_size} outputs per coalition: moments are fewer bytes than samples", per_task
+    return "driver", f"{output_size} outputs per coalition: samples are few bytes", per_task
+
+
+def run_on_workers(resolved: Any, ray_game: Any, state: SamplingState, *, units_per_task: int,
+                   progress: Callable[[int, int], Any] | None = None, on_block: Callable[[SamplingState], Any] | None = None,
+                   max_memory: int | str | None = None) -> Any:
+    """Driver side: the run's sampling loop, rounds of units dealt to ``ray_game``'s workers.
+
+    Args:
+        resolved: the run (spec and key).
+        ray_game: the run's :class:`~msa_core.runs.ray_backend.RayGame` (its workers, cancel flag and
+            byte count; it also evaluates the endpoints if ``state`` has none).
+        state: the run's state, resumed or new; merged into in place.
+        units_per_task: ``R``, units per worker per round (a round is ``workers x R`` units).
+        progress, on_block: as for the estimator (evaluations; after every merged round).
+        max_memory: each worker's memory bound (None: half a worker's free memory).
+
+    Returns:
+        The :class:`ShapleyResult` (``values`` ``(n_players, *output)``), from the method's own
+        ``result_from_state``.
+    """
+    from ..estimators.base import begin_run
+    from .spec import budget_evaluations
+
+    started = time.perf_counter()
+    spec = resolved.spec
+    estimator = _estimator(spec)
+    n = int(ray_game.n_players)
+    total = int(estimator.plan(n, budget_evaluations(spec, n))["n_units"])
+    planned = 2 + total * estimator.evaluations_per_unit(n)
+    runner = GameRunner(ray_game, n, device=spec.device, progress=progress, cancel=ray_game.cancel)
+    state, empty, intact = begin_run(runner, state, planned)
+    if progress is not None:
+        progress(state.n_evaluations, planned)
+    ray = ray_game.ray
+    empty_ref, intact_ref = ray.put(empty.cpu().numpy()), ray.put(intact.cpu().numpy())
+    bound = None if max_memory is None else resolve_max_memory(max_memory)
+    workers = ray_game.workers
+    truncation: list[tuple[int, dict[str, Any]]] = []
+    while state.next_unit < total:
+        runner.check_cancel()
+        starts = range(state.next_unit, min(total, state.next_unit + len(workers) * units_per_task), units_per_task)
+        ranges = [(a, min(total, a + units_per_task)) for a in starts]
+        refs = [workers[i].accumulate.remote(ray_game.spec_dict, ray_game.key, a, b, empty_ref, intact_ref, bound)
+                for i, (a, b) in enumerate(ranges)]
+        ray_game.calls += 1
+        for (a, b), part in zip(ranges, ray_game.wait(refs)):  # worker order is unit order
+            moments = MomentAccumulator(count=part["count"], mean=_tensor(part["mean"], empty.device),
+                                        m2=_tensor(part["m2"], empty.device))
+            state.accumulator.merge(moments)
+            state.n_evaluations += int(part["n_evaluations"])
+            if "truncation" in part["metadata"]:
+                truncation.append((b - a, part["metadata"]["truncation"]))
+        state.next_unit = ranges[-1][1]
+        if progress is not None:
+            progress(state.n_evaluations, max(planned, state.n_evaluations))
+        if on_block is not None:
+            on_block(state)
+    result = estimator.result_from_state(state, seed=spec.seed, elapsed_s=time.perf_counter() - started)
+    if truncation:  # weighted by units: each unit has the same number of chain steps
+        units = sum(k for k, _ in truncation)
+        result.metadata["truncation"] = dict(truncation[0][1], skipped_fraction=sum(
+            k * t["skipped_fraction"] for k, t in truncation) / units)
+    return result
