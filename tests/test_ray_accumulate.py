@@ -86,3 +86,21 @@ def test_workers_mode_cancelled_between_rounds_resumes_to_the_uninterrupted_valu
     assert torch.equal(resumed.result.values, reference.result.values)  # same rounds: bit for bit
     assert torch.equal(resumed.result.stderr, reference.result.stderr)
     assert resumed.result.n_evaluations == reference.result.n_evaluations
+
+
+@pytest.mark.slow
+def test_the_cli_flags_run_the_workers_mode(local_ray, recipe, tmp_path, monkeypatch, capsys):
+    """``msa run --backend ray --ray-accumulate workers --ray-units-per-task R`` reaches execute's workers mode
+    and stores the local run's values (to rounding) under the same run id."""
+    from msa_core.cli import main
+
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MSA_RAY_WORKERS", "2")
+    assert main(["run", recipe, "--method", "permutation", "--permutations", "24", "--seed", "3",
+                 "--backend", "ray", "--ray-accumulate", "workers", "--ray-units-per-task", "4"]) == 0
+    (record,) = RunStore(tmp_path / "home").list()
+    accumulate = record.result.metadata["ray"]["accumulate"]
+    assert accumulate["mode"] == "workers" and accumulate["units_per_task"] == 4
+    local = execute(RunSpec(recipe, method="permutation", n_permutations=24, seed=3), RunStore(tmp_path / "local"))
+    assert record.id == local.id
+    assert torch.allclose(record.result.values, local.result.values, rtol=0, atol=1e-12)

@@ -74,6 +74,12 @@ def _build_run(sub: Any) -> None:
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="local: this process; ray: the game's evaluations on Ray workers (same values)")
     parser.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    parser.add_argument("--ray-accumulate", choices=("auto", "workers", "driver"), default=None,
+                        help="with --backend ray, where a sampling run's moments are summed: workers (each sends "
+                             "its accumulators) or driver (workers send game values); default auto "
+                             "($MSA_RAY_ACCUMULATE)")
+    parser.add_argument("--ray-units-per-task", type=int, default=None, metavar="R",
+                        help="with --ray-accumulate workers: join orders per worker per round")
     parser.add_argument("--label", default="", help="a human label for the run")
     parser.add_argument("--top", type=int, default=5, metavar="N", help="units shown in the summary (default 5)")
     parser.add_argument("--no-cache", action="store_true", help="recompute and replace the stored run")
@@ -101,6 +107,13 @@ def _positive(value: int | None, flag: str) -> None:
         raise UsageError(f"{flag} must be a positive integer; got {value}")
 
 
+def _ray_options(args: argparse.Namespace) -> dict | None:
+    """``execute``'s ``ray_options`` from the Ray flags (None when none is given)."""
+    options = {"accumulate": args.ray_accumulate, "units_per_task": args.ray_units_per_task}
+    options = {name: value for name, value in options.items() if value is not None}
+    return options or None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..runs import RunSpec, execute, resolve
     from ..runs.execute import plan
@@ -114,8 +127,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("give --permutations or --budget, not both")
     if args.preset is not None and args.layers:
         raise UsageError("give --layer or --preset, not both")
-    if args.address and args.backend != "ray":
-        raise UsageError("--address is only used with --backend ray")
+    _positive(args.ray_units_per_task, "--ray-units-per-task")
+    for value, flag in ((args.address, "--address"), (args.ray_accumulate, "--ray-accumulate"),
+                        (args.ray_units_per_task, "--ray-units-per-task")):
+        if value is not None and args.backend != "ray":
+            raise UsageError(f"{flag} is only used with --backend ray")
     out = _check_out(args.out)
     inputs = _check_inputs(args.inputs)
     tasks = _check_inputs(args.tasks, "--tasks", "a task-battery file")
@@ -163,7 +179,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         try:
             record = execute(spec, store, progress=progress, refresh=args.no_cache, backend=args.backend,
-                             address=args.address, resolved=resolved, max_memory=args.max_memory)
+                             address=args.address, resolved=resolved, max_memory=args.max_memory,
+                             ray_options=_ray_options(args))
         finally:
             bar.close()
         p = record.params
