@@ -252,9 +252,9 @@ def editor_body() -> None:
                                     f"{eu.GRID_LIMIT} units at once: the top units by |Shapley value| or a layer.")
             shown_units = views[names.index(name)].units
         chart_key = f"editor_grid_{key}_{st.session_state.get(state.GRID_VERSION, 0)}"
-        limit = float(np.abs(values).max()) if np.any(values) else None
+        # the colour scale of the units shown: one layer's values may be small next to another's
         st.plotly_chart(live.unit_grid_figure(values[list(shown_units)], lesioned, unit_indices=shown_units,
-                                              unit_labels=[labels[i] for i in shown_units], limit=limit),
+                                              unit_labels=[labels[i] for i in shown_units]),
                         key=chart_key, on_select=lambda: toggle(chart_key), selection_mode="points",
                         config={"displayModeBar": False})
         named = ", ".join(labels[i] for i in lesioned[:40]) + (f", ... ({len(lesioned)} in all)" if len(lesioned) > 40 else "")
