@@ -75,6 +75,15 @@ def toggle(chart_key: str) -> None:
     st.session_state[state.GRID_VERSION] = st.session_state.get(state.GRID_VERSION, 0) + 1
 
 
+def inline_png(png: bytes, alt: str, test_id: str, outputs) -> None:
+    """One image pixel per PNG pixel, inline (no second request for a media file), enlarged crisp by the browser
+    to the column's width, at most 3x (one 128x128 image does not fill the screen)."""
+    n_images, width = min(8, int(outputs.shape[0])), int(outputs.shape[-1])
+    st.html(f'<img alt="{alt}" data-testid="{test_id}" src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+            f'style="width: 100%; max-width: {3 * n_images * (width + 1)}px; image-rendering: pixelated; '
+            'border-radius: 4px">')
+
+
 def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     """The live output: images side by side, or scores intact vs edited."""
     change = float((edited.outputs - base.outputs).abs().mean())
@@ -83,11 +92,8 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     c2.metric("Output change", f"{change:.4f}", help="mean |edited - intact| over the raw model output")
     c3.metric("Evaluation", f"{edited.elapsed_s * 1000:.0f} ms" if edited.elapsed_s else "cached")
     if subject.output_kind == "image":
-        # one image pixel per PNG pixel, inline (no second request for a media file), enlarged crisp by the browser
         png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8, scale=1, gap=1)
-        st.html(f'<img alt="intact, edited and difference images" data-testid="msaOutputImage" '
-                f'src="data:image/png;base64,{base64.b64encode(png).decode()}" '
-                'style="width: 100%; image-rendering: pixelated; border-radius: 4px">')
+        inline_png(png, "intact, edited and difference images", "msaOutputImage", base.outputs)
         st.caption(f"Rows: intact, edited, difference (edited - intact; blue < 0 < red, |difference| up to {limit:.3g}).")
     for name, score in edited.scores.items():
         if score.numel() > 64:  # image-shaped scores are already shown as images
@@ -141,9 +147,7 @@ def prediction_panel(edited: ed.EditorOutput) -> None:
     m2.metric("Actual change", f"{change:.4f}", help="mean |actual - intact|")
     if subject.output_kind == "image":
         png, limit = live.image_comparison_png(actual, predicted, n_show=8, scale=1, gap=1)
-        st.html(f'<img alt="actual and predicted lesioned images" data-testid="msaPredictionImage" '
-                f'src="data:image/png;base64,{base64.b64encode(png).decode()}" '
-                'style="width: 100%; image-rendering: pixelated; border-radius: 4px">')
+        inline_png(png, "actual and predicted lesioned images", "msaPredictionImage", actual)
         st.caption(f"Rows: actual lesioned output, the Shapley prediction (intact - sum of the lesioned units' "
                    f"modes), difference (predicted - actual, |difference| up to {limit:.3g}).")
     elif actual.numel() <= 64:
