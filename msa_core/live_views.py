@@ -48,6 +48,8 @@ def unit_grid_figure(
     *,
     unit_labels: Sequence[str] | None = None,
     n_cols: int | None = None,
+    unit_indices: Sequence[int] | None = None,
+    limit: float | None = None,
 ) -> dict[str, Any]:
     """The units as a clickable grid of cells coloured by Shapley value; lesioned cells crossed out.
 
@@ -63,6 +65,10 @@ def unit_grid_figure(
         lesioned: indices of the lesioned units.
         unit_labels: ``n_units`` names for the hover text (default ``"0"``, ``"1"``, ...).
         n_cols: columns of the grid (default: about twice as many columns as rows, at most 20).
+        unit_indices: the units' indices in the game when the grid shows a subset of them (``n_units`` ints,
+            the points' ``customdata``, matched against ``lesioned``; default ``0..n_units-1``).
+        limit: the colour scale's end (default: the largest |value| shown; pass the game's so that pages
+            of one game share one scale).
 
     Returns:
         A figure dict for ``st.plotly_chart(..., on_select=..., selection_mode="points")``.
@@ -72,23 +78,26 @@ def unit_grid_figure(
     n = int(v.size)
     if n < 1:
         raise ValueError("the grid needs at least one unit")
-    labels = [str(label) for label in unit_labels] if unit_labels is not None else [str(i) for i in range(n)]
+    indices = [int(i) for i in unit_indices] if unit_indices is not None else list(range(n))
+    if len(indices) != n:
+        raise ValueError(f"{len(indices)} unit indices for {n} units")
+    labels = [str(label) for label in unit_labels] if unit_labels is not None else [str(i) for i in indices]
     if len(labels) != n:
         raise ValueError(f"{len(labels)} unit labels for {n} units")
     n_cols = n_cols or max(1, min(20, math.ceil(math.sqrt(n * 2))))
     n_rows = math.ceil(n / n_cols)
     xs = [i % n_cols for i in range(n)]
     ys = [i // n_cols for i in range(n)]
-    limit = float(np.abs(v).max())
+    limit = float(limit) if limit is not None else float(np.abs(v).max())
     limit = limit if limit > 0 else 1.0
     cell = 34 if n_cols <= 12 else 28
     off = {int(i) for i in lesioned}
     # lesioned units: a crossed, black-edged square; one trace whatever the lesions, so point indices stay put
-    symbols = ["square-x" if i in off else "square" for i in range(n)]
-    edges = ["black" if i in off else "white" for i in range(n)]
-    widths = [2 if i in off else 1 for i in range(n)]
+    symbols = ["square-x" if i in off else "square" for i in indices]
+    edges = ["black" if i in off else "white" for i in indices]
+    widths = [2 if i in off else 1 for i in indices]
     traces: list[dict[str, Any]] = [{
-        "type": "scatter", "mode": "markers", "name": "units", "x": xs, "y": ys, "customdata": list(range(n)),
+        "type": "scatter", "mode": "markers", "name": "units", "x": xs, "y": ys, "customdata": indices,
         "text": labels, "showlegend": False,
         "hovertemplate": "unit %{text}<br>" + ("Shapley value %{marker.color:.4g}<br>" if np.any(v) else "")
                          + "click to toggle<extra></extra>",

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from msa_core import editor as ed
+from msa_core import editor_units as eu
 from msa_core import figures
 from msa_core import live_views as live
 from msa_core import lm_views as lm
@@ -25,7 +26,8 @@ if subject is None:
     st.stop()
 
 record = resources.record(state.run_id())
-units = resources.game_units(subject, record.spec.units) if record else ()
+run_units = (record.spec.units or ((record.spec.preset,) if record.spec.preset else None)) if record else None
+units = resources.game_units(subject, run_units) if record else ()
 lesion = record.spec.lesion if record else None
 editor = None
 with shown("Preparing the editor"):
@@ -35,7 +37,10 @@ if editor is None:
 
 values = None
 if record is not None and record.result.n_players == editor.n_units:
-    values = record.result.total_contribution().numpy()
+    with shown("Reading the run's totals"):  # an on-disk run: a range of units at a time, once per run
+        values = eu.unit_totals(record.result)
+    if values is None:
+        st.stop()
     st.caption(f"Units coloured by their total Shapley value in run {record.id[:8]} (red helps, blue hurts). "
                "Click a unit to lesion it, click again to restore it.")
 else:
@@ -70,6 +75,15 @@ def toggle(chart_key: str) -> None:
     st.session_state[state.GRID_VERSION] = st.session_state.get(state.GRID_VERSION, 0) + 1
 
 
+def inline_png(png: bytes, alt: str, test_id: str, outputs) -> None:
+    """One image pixel per PNG pixel, inline (no second request for a media file), enlarged crisp by the browser
+    to the column's width, at most 3x (one 128x128 image does not fill the screen)."""
+    n_images, width = min(8, int(outputs.shape[0])), int(outputs.shape[-1])
+    st.html(f'<img alt="{alt}" data-testid="{test_id}" src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+            f'style="width: 100%; max-width: {3 * n_images * (width + 1)}px; image-rendering: pixelated; '
+            'border-radius: 4px">')
+
+
 def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     """The live output: images side by side, or scores intact vs edited."""
     change = float((edited.outputs - base.outputs).abs().mean())
@@ -78,11 +92,8 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     c2.metric("Output change", f"{change:.4f}", help="mean |edited - intact| over the raw model output")
     c3.metric("Evaluation", f"{edited.elapsed_s * 1000:.0f} ms" if edited.elapsed_s else "cached")
     if subject.output_kind == "image":
-        # one image pixel per PNG pixel, inline (no second request for a media file), enlarged crisp by the browser
         png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8, scale=1, gap=1)
-        st.html(f'<img alt="intact, edited and difference images" data-testid="msaOutputImage" '
-                f'src="data:image/png;base64,{base64.b64encode(png).decode()}" '
-                'style="width: 100%; image-rendering: pixelated; border-radius: 4px">')
+        inline_png(png, "intact, edited and difference images", "msaOutputImage", base.outputs)
         st.caption(f"Rows: intact, edited, difference (edited - intact; blue < 0 < red, |difference| up to {limit:.3g}).")
     for name, score in edited.scores.items():
         if score.numel() > 64:  # image-shaped scores are already shown as images
@@ -113,6 +124,35 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
         st.echarts_chart(live.token_probability_option(tokens, t_base.outputs.exp(), t_edit.outputs.exp(),
                                                        title=f"p(next token) for '{word}'"), key="editor_tokens",
                          height=300)
+
+
+def prediction_panel(edited: ed.EditorOutput) -> None:
+    """The run's Shapley prediction of the current lesions (intact minus the lesioned units' modes, read unit by
+    unit from the run) against the lesioned model's actual output."""
+    result = record.result
+    cached = st.session_state.get("editor_prediction")
+    if cached is None or cached[0] != record.id:
+        cached = (record.id, eu.ShapleyPrediction(result))
+        st.session_state["editor_prediction"] = cached
+    predicted = cached[1].lesioned_output(editor.intact.outputs, edited.lesioned)
+    actual = edited.outputs.double()
+    # the page's last comparison, for tests and debugging: (lesioned, predicted, actual) outputs
+    st.session_state["editor_view"] = {"lesioned": edited.lesioned, "predicted": predicted, "actual": actual}
+    error = float((predicted - actual).abs().mean())
+    change = float((actual - editor.intact.outputs.double()).abs().mean())
+    st.markdown("#### Shapley prediction")
+    m1, m2 = st.columns(2)
+    m1.metric("Prediction error", f"{error:.4f}", help="mean |predicted - actual| of the lesioned output, where "
+              "predicted = intact - the sum of the lesioned units' Shapley modes")
+    m2.metric("Actual change", f"{change:.4f}", help="mean |actual - intact|")
+    if subject.output_kind == "image":
+        png, limit = live.image_comparison_png(actual, predicted, n_show=8, scale=1, gap=1)
+        inline_png(png, "actual and predicted lesioned images", "msaPredictionImage", actual)
+        st.caption(f"Rows: actual lesioned output, the Shapley prediction (intact - sum of the lesioned units' "
+                   f"modes), difference (predicted - actual, |difference| up to {limit:.3g}).")
+    elif actual.numel() <= 64:
+        st.echarts_chart(live.score_comparison_option(actual, predicted, title="actual vs predicted output",
+                                                      y_title="output"), key="editor_prediction_bars", height=260)
 
 
 def lm_panel(lesioned_now: list[int]) -> None:
@@ -194,18 +234,35 @@ def editor_body() -> None:
     left, right = st.columns([2, 3])
     with right:  # the output first: its deltas reach the browser before the grid's
         started = time.perf_counter()
+        edited = None
         with shown("Evaluating the edited model"):
-            output_panel(editor.intact, editor.evaluate(lesioned))
+            edited = editor.evaluate(lesioned)
+            output_panel(editor.intact, edited)
         if lm.is_language_model(subject):
             with shown("Scoring the language model"):
                 lm_panel(lesioned)
         st.session_state["editor_last_ms"] = (time.perf_counter() - started) * 1000
+        if edited is not None and record is not None and eu.prediction_applies(record.result,
+                                                                                  editor.intact.outputs.shape):
+            with shown("Reading the lesioned units' modes"):
+                prediction_panel(edited)
     with left:
+        views = eu.grid_views(labels, values)
+        shown_units = views[0].units
+        if len(views) > 1:  # a large game: one layer (a page of it) or the top units at a time
+            names = [view.name for view in views]
+            name = state.url_widget(st.selectbox, f"Units shown ({editor.n_units:,} in all)", "view", options=names,
+                                    default=names[0], help="The grid draws at most "
+                                    f"{eu.GRID_LIMIT} units at once: the top units by |Shapley value| or a layer.")
+            shown_units = views[names.index(name)].units
         chart_key = f"editor_grid_{key}_{st.session_state.get(state.GRID_VERSION, 0)}"
-        st.plotly_chart(live.unit_grid_figure(values, lesioned, unit_labels=labels), key=chart_key,
-                        on_select=lambda: toggle(chart_key), selection_mode="points",
+        # the colour scale of the units shown: one layer's values may be small next to another's
+        st.plotly_chart(live.unit_grid_figure(values[list(shown_units)], lesioned, unit_indices=shown_units,
+                                              unit_labels=[labels[i] for i in shown_units]),
+                        key=chart_key, on_select=lambda: toggle(chart_key), selection_mode="points",
                         config={"displayModeBar": False})
-        st.caption("Lesioned: " + (", ".join(labels[i] for i in lesioned) if lesioned else "none"))
+        named = ", ".join(labels[i] for i in lesioned[:40]) + (f", ... ({len(lesioned)} in all)" if len(lesioned) > 40 else "")
+        st.caption("Lesioned: " + (named if lesioned else "none"))
     export_panel()
 
 

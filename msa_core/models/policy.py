@@ -40,7 +40,9 @@ _OPT_IN = (
 
 # Recipes that ship with msa_core and take no user input, so the app may open them (the findings report
 # cites the Fashion-MNIST width sweep through them): module -> the function names allowed.
-BUILTIN_RECIPES = {"msa_core.zoo.sweep": re.compile(r"^mlp_fashion(?:_l1|_l2)?_n\d+$")}
+# ``msa_core.zoo.paper_gan:paper_gan`` reads its weights from a path the operator sets in the environment.
+BUILTIN_RECIPES = {"msa_core.zoo.sweep": re.compile(r"^mlp_fashion(?:_l1|_l2)?_n\d+$"),
+                   "msa_core.zoo.paper_gan": re.compile(r"^paper_gan$")}
 
 
 class RecipeRefused(ModelLoadError):

@@ -9,6 +9,8 @@ Names: ``mlp-digits``, ``mlp-digits-l1``, ``mlp-digits-l2``, ``mlp-fashion``, ``
 ``mlp-fashion-l2`` (classifiers), ``dcgan-digits`` (generator), ``moe-lm`` (language-model).
 The Fashion-MNIST width sweep (not built-ins; weights under ``assets/sweep/``, not in git) loads
 through :mod:`msa_core.zoo.sweep` recipes, e.g. ``"msa_core.zoo.sweep:mlp_fashion_l1_n25"``.
+The paper's 128x128 RGB generator architecture (:mod:`msa_core.zoo.paper_gan`, no weights shipped) opens with
+the user's weights through the recipe ``"msa_core.zoo.paper_gan:paper_gan"`` (``$MSA_PAPER_GAN_WEIGHTS``).
 
 Assets are looked up in ``$MSA_ASSETS`` if set, else ``<repo>/assets``.
 Each model is ``<assets>/<name>.safetensors`` (config as JSON in the

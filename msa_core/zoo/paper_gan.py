@@ -5,7 +5,9 @@ ConvTranspose2d + BatchNorm2d + ReLU blocks with 1024, 512, 256, 128 and 64 chan
 32x32 and 64x64 (``net.0`` .. ``net.4``; 1,984 channels, 1,987 with the 3 output channels of ``net.5``,
 ConvTranspose2d + Tanh). No weights ship with MSA Explorer: load yours with :func:`paper_dcgan_generator`
 (``.safetensors``, or a ``.pt``/``.pth`` state dict read with ``weights_only=True``), or pass ``seed`` for
-seeded random weights (benchmarks only). In the app, use it from a recipe file, e.g.::
+seeded random weights (benchmarks only). In the app and the CLI, open the recipe
+``msa_core.zoo.paper_gan:paper_gan`` with ``MSA_PAPER_GAN_WEIGHTS=/path/to/generator.safetensors`` set (the
+channel counts are read from the weights; :func:`paper_gan`), or write a recipe file, e.g.::
 
     # my_gan.py, loaded as "my_gan.py:recipe"
     import torch
@@ -25,7 +27,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["PaperDCGANGenerator", "paper_dcgan_generator", "PAPER_CHANNELS", "PAPER_NZ", "HIDDEN_BLOCKS"]
+__all__ = ["PaperDCGANGenerator", "paper_dcgan_generator", "paper_gan", "read_state", "infer_config", "PAPER_CHANNELS",
+           "PAPER_NZ", "HIDDEN_BLOCKS", "WEIGHTS_ENV", "LATENTS_ENV"]
 
 PAPER_NZ = 100
 PAPER_CHANNELS = (1024, 512, 256, 128, 64)
@@ -100,16 +103,7 @@ def paper_dcgan_generator(
         model.apply(_init_dcgan)
         return model.to(device).eval()
     path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
+    state = read_state(path)
     model = PaperDCGANGenerator(**config)
     try:
         model.load_state_dict(state)
@@ -117,3 +111,82 @@ def paper_dcgan_generator(
         first = str(error).splitlines()[0]
         raise ValueError(f"{path.name} does not hold PaperDCGANGenerator weights: {first}") from None
     return model.to(device).eval()
+
+
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: ``.safetensors``, or a ``.pt``/``.pth`` state dict read with
+    ``weights_only=True`` (a ``{"state_dict": ...}`` wrapper unwrapped). FileNotFoundError when missing."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path.name} holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> dict[str, object]:
+    """``nz``, ``channels`` and ``out_channels`` of the generator whose state dict is ``state``, read from
+    the transposed convolutions' weight shapes ``(c_in, c_out, 4, 4)`` (``net.i.0.weight``); a one-line
+    ValueError for a state dict of another model."""
+    shapes = []
+    while f"net.{len(shapes)}.0.weight" in state:
+        shapes.append(tuple(state[f"net.{len(shapes)}.0.weight"].shape))
+    if len(shapes) < 2 or any(len(shape) != 4 for shape in shapes):
+        raise ValueError("these weights are not a PaperDCGANGenerator's (no net.0.0.weight, net.1.0.weight, ... "
+                         "of shape (c_in, c_out, 4, 4))")
+    return {"nz": shapes[0][0], "channels": [shape[1] for shape in shapes[:-1]], "out_channels": shapes[-1][1]}
+
+
+WEIGHTS_ENV = "MSA_PAPER_GAN_WEIGHTS"
+"""Environment variable with the path of the user's generator weights, read by :func:`paper_gan`."""
+LATENTS_ENV = "MSA_PAPER_GAN_LATENTS"
+"""Environment variable with the number of fixed latents of :func:`paper_gan` (default 8; the paper used 32)."""
+
+
+def paper_gan(device: str = "cpu") -> dict[str, object]:
+    """Recipe ``msa_core.zoo.paper_gan:paper_gan``: the paper's generator with the weights at ``$MSA_PAPER_GAN_WEIGHTS``.
+
+    The architecture (``nz``, channel counts) is read from the weights' shapes (:func:`infer_config`), so a
+    reduced-width generator of the same shape loads too. Inputs: ``$MSA_PAPER_GAN_LATENTS`` (default 8) fixed
+    latents ``(n, nz)`` drawn with seed 0 (pass your own inputs file to replace them). Unit presets: the hidden
+    channels of every block (1,984 for the paper's widths) and all channels with the output's 3 (1,987: the
+    paper's game); one block (``net.2``) by default. The app may open this recipe (it takes nothing from a
+    browser; the operator sets the environment variables), see :mod:`msa_core.models.policy`.
+
+    Returns:
+        A recipe dict (``model``, ``inputs``, ``default_units``, ``unit_presets``, ``output_kind``, ...).
+    """
+    import os
+
+    weights = os.environ.get(WEIGHTS_ENV, "").strip()
+    if not weights:
+        raise ValueError(f"set {WEIGHTS_ENV}=/path/to/generator.safetensors (or .pth): no weights ship with "
+                         "MSA Explorer for the paper's generator")
+    try:
+        n_latents = int(os.environ.get(LATENTS_ENV, "8"))
+    except ValueError:
+        raise ValueError(f"{LATENTS_ENV} must be a whole number of latents") from None
+    if n_latents < 1:
+        raise ValueError(f"{LATENTS_ENV} must be at least 1")
+    config = infer_config(read_state(weights))
+    model = paper_dcgan_generator(weights, device=device, **config)
+    latents = torch.randn(n_latents, int(config["nz"]), generator=torch.Generator().manual_seed(0))
+    hidden = [f"net.{i}" for i in range(len(config["channels"]))]
+    n_hidden = sum(config["channels"])
+    return {
+        "model": model, "inputs": latents, "default_units": [hidden[len(hidden) // 2]],
+        "unit_presets": {f"hidden channels ({n_hidden:,})": hidden,
+                         f"all channels ({n_hidden + int(config['out_channels']):,}, output included)":
+                             hidden + [f"net.{len(hidden)}"]},
+        "output_kind": "image", "name": "paper DCGAN generator",
+        "description": (f"The paper's 128x128 RGB DCGAN generator architecture ({', '.join(map(str, config['channels']))} "
+                        f"hidden channels, {config['nz']}-d latent) with the weights in {Path(weights).name}, "
+                        f"{n_latents} fixed latents."),
+    }
