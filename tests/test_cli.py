@@ -283,3 +283,19 @@ def test_run_with_a_preset_and_a_budget_ends_with_a_summary(capsys, model, home)
     assert err.strip().endswith(f"more: msa runs show {record.short_id}")
     code, again, err = run(capsys, "run", model, "--layer", "first", "--budget", "60", "--seed", "2")
     assert code == 0 and again == out and "found in the store" in err  # a preset named as a layer: same run
+
+
+def test_run_summary_of_an_on_disk_result_reads_only_the_shown_units(tmp_path, monkeypatch, capsys):
+    """``msa run --max-memory`` small enough to put the moments on disk: the run is stored on disk and the
+    summary's stderr column equals the in-memory run's, read from the shown units' rows only."""
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
+    argv = ["run", "dcgan-digits", "--permutations", "2", "--seed", "1", "--top", "3"]
+    assert main([*argv, "--max-memory", "4MB"]) == 0
+    bounded_out = capsys.readouterr().err  # the summary goes to stderr, the run id to stdout
+    (record,) = RunStore(tmp_path / "home").list()
+    assert record.result.on_disk
+    monkeypatch.setenv("MSA_HOME", str(tmp_path / "memory"))
+    assert main(argv) == 0
+    memory_out = capsys.readouterr().err
+    table = lambda out: out[out.index("top 3 units"):out.index("more:")]  # noqa: E731
+    assert table(bounded_out) == table(memory_out) and "net.1:" in table(memory_out)

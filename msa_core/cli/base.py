@@ -65,11 +65,19 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def _top_units(result: Any, count: int) -> list[list[str]]:
     """Rows ``[unit, total, stderr]`` of the ``count`` units with the largest |total contribution|."""
+    import numpy as np
+    import torch
+
+    from ..ondisk import is_on_disk
+
     total = result.total_contribution()
     order = total.abs().argsort(descending=True)[:count].tolist()
-    stderr = result.stderr.reshape(result.n_players, -1).norm(dim=1) if result.stderr is not None else None
-    return [[result.unit_labels[i], f"{float(total[i]):+.4f}", "-" if stderr is None else f"{float(stderr[i]):.4f}"]
-            for i in order]
+    stderr = None
+    if result.stderr is not None:  # only the shown units' rows: an on-disk stderr is never read whole
+        rows = result.stderr.read_rows(order) if is_on_disk(result.stderr) else result.stderr[order]
+        stderr = torch.as_tensor(np.asarray(rows)).reshape(len(order), -1).norm(dim=1)
+    return [[result.unit_labels[i], f"{float(total[i]):+.4f}", "-" if stderr is None else f"{float(stderr[k]):.4f}"]
+            for k, i in enumerate(order)]
 
 
 # ------------------------------------------------------------------------------ model and inputs
