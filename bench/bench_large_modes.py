@@ -1,48 +1,56 @@
-"""Time to open one unit of a large on-disk run on the Modes page (issue 13): first open (thumbnails and
-totals computed, a range of units at a time), second open (read from arrays/<id>), and result.mode(i).
+"""Time to open and to change the unit on the Modes page of a large on-disk run (issue 13).
 
-    PYTHONPATH=$PWD python bench/bench_large_modes.py [n_units] [n_images] [side]
+A synthetic float32 run of ``n_units`` image modes ``(n_images, 1, side, side)`` stored on disk
+(dcgan-digits as the subject). Prints, all measured in this one run:
+
+* AppTest (server side, the whole script): first open (thumbnails computed), second open (read from
+  ``arrays/<id>``), and the rerun after the "Unit" selectbox changes;
+* the work of one unit change, timed directly: now (the unit-detail fragment: read one unit, its figure and
+  its top outputs, serialised) against before (the same plus the grid figure rebuilt, as every rerun did);
+* in Chromium (``streamlit run``, Playwright): from Enter in the "Unit" selectbox to the new unit's detail
+  drawn (a fragment rerun), against a whole-page rerun (the "Image (unit detail)" choice, outside the
+  fragment: grid re-sent and redrawn, as every unit change was before);
+* ``result.mode(i)``.
+
+    flock /tmp/browser.lock env PYTHONPATH=$PWD python bench/bench_large_modes.py [n_units] [n_images] [side]
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))  # the synthetic run and the browser helpers of the e2e test
+
+import large_modes_app as app  # noqa: E402
 
 
-def main(n_units: int = 1024, n_images: int = 8, side: int = 64) -> None:
-    os.environ["MSA_HOME"] = home = tempfile.mkdtemp(prefix="msa-bench-modes-")
-    from msa_core.ondisk import ChunkedArray
-    from msa_core.result import ShapleyResult
-    from msa_core.runs import RunSpec, RunStore
-    from msa_core.runs.store import RunRecord
+def _median_ms(seconds: list[float]) -> str:
+    return f"{1e3 * statistics.median(seconds):.0f} ms (median of {len(seconds)})"
+
+
+def apptest_times(run_id: str, n_units: int, units: list[int]) -> tuple[float, float, list[float]]:
+    """(first open, second open, full reruns after each unit change) of the page in AppTest, in seconds."""
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
     from streamlit.util import calc_hash
 
-    store = RunStore(home, large_dtype="float32")
-    shape = (n_units, n_images, 1, side, side)
-    scratch = store.scratch_dir() / "bench"
-    values = ChunkedArray.create(scratch / "values", shape, np.float32)
-    rng = np.random.default_rng(0)
-    for start, stop in values.ranges(16 * 2**20):
-        values.write_rows(np.arange(start, stop), rng.normal(size=(stop - start, *shape[1:])).astype(np.float32))
-    zeros = torch.zeros(shape[1:], dtype=torch.float64)
-    result = ShapleyResult(values=values, stderr=None, n_evaluations=1, intact=zeros, empty=zeros, method="permutation")
-    run_id = "be" * 32
-    store.put(RunRecord(id=run_id, spec=RunSpec(model="dcgan-digits"), result=result, created=1.0))
-    loaded = store.get(run_id).result
-    print(f"on-disk run: {shape}, {loaded.values.nbytes / 2**20:.0f} MiB of modes")
+    original = PagesManager.__init__
 
-    def open_page() -> float:
+    def init(self, *args, **kwargs):  # every run through app.py, as a real session (tests/app/conftest.py)
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+
+    def open_page() -> tuple[AppTest, float]:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
         for key, value in {"model": "dcgan-digits", "run": run_id, "unit": str(n_units // 2)}.items():
             at.query_params[key] = value
@@ -50,18 +58,109 @@ def main(n_units: int = 1024, n_images: int = 8, side: int = 64) -> None:
         start = time.perf_counter()
         at.run()
         assert not at.exception, [e.value for e in at.exception]
-        return time.perf_counter() - start
+        return at, time.perf_counter() - start
 
-    import streamlit as st
+    _, first = open_page()
+    st.cache_resource.clear()  # the second open reads the files in arrays/<id>, not Streamlit's cache
+    at, second = open_page()
+    changes = []
+    for unit in units:
+        next(w for w in at.selectbox if w.label == "Unit").set_value(unit)
+        start = time.perf_counter()
+        at.run()
+        changes.append(time.perf_counter() - start)
+        assert next(w for w in at.selectbox if w.label == "Unit").value == unit
+    PagesManager.__init__ = original
+    return first, second, changes
 
-    first = open_page()
-    st.cache_data.clear()  # the second open reads the files in arrays/<id>, not Streamlit's cache
-    second = open_page()
+
+def unit_change_work(result, summaries, units: list[int]) -> tuple[list[float], list[float]]:
+    """Seconds of one unit change's work: (now: the detail fragment, before: plus the grid figure rebuilt)."""
+    import plotly.io
+
+    from msa_core import figures, mode_views
+
+    def detail(unit: int) -> None:
+        source = mode_views.unit_source(result, unit)
+        plotly.io.to_json(mode_views.detail_figure(source, 0, sample="mean"), validate=False)
+        figures.top_outputs(source, 0, k=10)
+
+    now, before = [], []
+    for unit in units:
+        start = time.perf_counter()
+        detail(unit)
+        now.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        grid = mode_views.grid_figure(result, order="total", scale="shared", max_units=32, summaries=summaries)
+        plotly.io.to_json(grid, validate=False)
+        detail(unit)
+        before.append(time.perf_counter() - start)
+    return now, before
+
+
+def browser_times(home: str, units: list[int]) -> tuple[float, list[float], list[float]] | None:
+    """(page open, unit changes, whole-page reruns) in Chromium, seconds; None without Chromium."""
+    if not Path(app.CHROMIUM).exists():
+        return None
+    from playwright.sync_api import sync_playwright
+
+    with app.streamlit_server(home, Path(home) / "streamlit.log") as url, sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=app.CHROMIUM, args=app.ARGS, headless=True)
+        try:
+            page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(120_000)
+            opened = app.open_modes(page, url, units[0])
+            changes = [app.choose_unit(page, unit) for unit in units[1:]]
+            whole = []
+            for sample in [1, "mean", 0, "mean"]:  # outside the fragment: the whole page reruns
+                box = page.get_by_role("combobox", name="Image (unit detail)", exact=True)
+                text = "mean over inputs" if sample == "mean" else f"input {sample}"
+                box.click()
+                page.keyboard.type(text)
+                page.get_by_role("option", name=text, exact=True).first.wait_for()
+                title = app.detail_title(units[-1]) if sample == "mean" else \
+                    f"unit {app.unit_label(units[-1])} (input {sample})"
+                start = time.perf_counter()
+                box.press("Enter")
+                page.wait_for_function(app.DETAIL_SHOWN, arg=title, timeout=120_000, polling="raf")
+                page.wait_for_function(
+                    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+                whole.append(time.perf_counter() - start)
+                app.settle(page)
+            return opened, changes, whole
+        finally:
+            chromium.close()
+
+
+def main(n_units: int = 1024, n_images: int = 8, side: int = 64) -> None:
+    os.environ["MSA_HOME"] = home = tempfile.mkdtemp(prefix="msa-bench-modes-")
+    import numpy as np
+
+    from msa_core.thumbnails import run_efficiency_gap, run_thumbnails, run_totals
+
+    result = app.make_on_disk_run(home, n_units, n_images=n_images, side=side)
+    print(f"on-disk run: {n_units} units x {(n_images, 1, side, side)}, {result.values.nbytes / 2**20:.0f} MiB of modes")
+    rng = np.random.default_rng(1)
+    units = [int(u) for u in rng.choice(n_units, size=6, replace=False)]
+
+    first, second, reruns = apptest_times(app.RUN_ID, n_units, units)
+    print(f"AppTest: first open {first:.2f} s (thumbnails computed), second open {second:.2f} s (cached); "
+          f"rerun after a unit change {_median_ms(reruns)}")
+    summaries = (run_thumbnails(result), run_totals(result), run_efficiency_gap(result))
+    now, before = unit_change_work(result, summaries, units)
+    print(f"work of one unit change: now {_median_ms(now)}, before (grid rebuilt) {_median_ms(before)}; "
+          f"ratio {statistics.median(before) / statistics.median(now):.1f}x")
     start = time.perf_counter()
-    loaded.mode(n_units // 3)
-    mode_ms = 1e3 * (time.perf_counter() - start)
-    print(f"Modes page, one unit: first open {first:.2f} s (thumbnails computed), second open {second:.2f} s "
-          f"(cached thumbnails); ratio {first / second:.1f}x; result.mode(i) {mode_ms:.2f} ms")
+    result.mode(n_units // 3)
+    print(f"result.mode(i) {1e3 * (time.perf_counter() - start):.2f} ms")
+    shown = browser_times(home, units)
+    if shown is None:
+        print("browser: /usr/bin/chromium not installed, skipped")
+    else:
+        opened, changes, whole = shown
+        print(f"browser: page open to the detail drawn {opened:.2f} s; unit change (Enter to the new detail drawn) "
+              f"{_median_ms(changes)}; whole-page rerun {_median_ms(whole)}; "
+              f"ratio {statistics.median(whole) / statistics.median(changes):.1f}x")
     shutil.rmtree(home, ignore_errors=True)
 
 

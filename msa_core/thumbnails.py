@@ -15,7 +15,8 @@ import numpy as np
 
 from .ondisk import DEFAULT_CHUNK_BYTES, is_on_disk
 
-__all__ = ["block_mean", "mode_thumbnails", "run_efficiency_gap", "run_thumbnails", "run_totals"]
+__all__ = ["block_mean", "mode_thumbnails", "run_efficiency_gap", "run_mean_contributions", "run_thumbnails",
+           "run_totals"]
 
 _RANGE_BYTES = 16 * 2**20  # rows read at a time: bounded whatever the number of units
 
@@ -127,6 +128,16 @@ def run_efficiency_gap(result: Any, max_side: int = 32) -> float:
     """:meth:`ShapleyResult.efficiency_gap` from the same pass as the thumbnails, cached in
     ``arrays/<id>/efficiency_gap.npy``."""
     return float(_cached(result, max_side, 2))
+
+
+def run_mean_contributions(result: Any, max_side: int = 32) -> np.ndarray:
+    """:func:`msa_core.analysis.mean_contributions` of a result, float64 ``(n_units,)``: each unit's mode averaged
+    over outputs. An on-disk result is not loaded: its cached totals (:func:`run_totals`) over the output size."""
+    if not result.on_disk:
+        from .analysis import mean_contributions
+
+        return mean_contributions(result)
+    return run_totals(result, max_side) / max(1, int(np.prod(result.output_shape)))
 
 
 def _save_once(path: Path, array: np.ndarray) -> None:

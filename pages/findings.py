@@ -4,10 +4,12 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from msa_core import figures
+from msa_core.thumbnails import run_mean_contributions
 from ui import resources, state
 from ui.errors import shown
 from ui.text import md_escape
@@ -25,11 +27,13 @@ if record is not None:
         subject = resources.subject(record.spec.model, record.spec.inputs)
         objective_name = record.spec.objective or subject.default_objective
         labels = subject.objective_labels(objective_name)
-        flat = record.result.values.reshape(record.result.n_players, -1).shape[1]
-        if flat <= 64:
-            table = concentration_table(record.result, output_labels=labels if labels and len(labels) == flat else None)
-        else:  # per-output rows of an image would be thousands: the whole run only
-            table = concentration_table(record.result.values.reshape(record.result.n_players, -1).mean(1, keepdim=True))
+        result = record.result
+        flat = int(np.prod(result.output_shape))
+        if flat <= 64:  # (n_units, <= 64 outputs) is small even on disk
+            values = result.values.numpy() if result.on_disk else result
+            table = concentration_table(values, output_labels=labels if labels and len(labels) == flat else None)
+        else:  # per-output rows of an image would be thousands: the whole run only (on disk: its cached totals)
+            table = concentration_table(run_mean_contributions(result)[:, None])
         st.caption("Index of distributed computation (normalised entropy of squared mean contributions: 1 = evenly "
                    "spread, 0 = one hub) and hub share (fraction of units carrying 80% of the summed |contribution|).")
         table.index.name = figures.output_axis_title(subject.objective_kind(objective_name), labels) \
@@ -40,12 +44,12 @@ else:
 
 st.markdown("#### Across stored runs")
 with shown("Comparing stored runs"):
-    from msa_core.analysis import distributed_index, hub_share, mean_contributions
+    from msa_core.analysis import distributed_index, hub_share
 
     rows = []
     for r in resources.store().list():
         try:
-            c = mean_contributions(r.result)
+            c = run_mean_contributions(r.result)  # an on-disk run: from its totals, never loaded whole
         except Exception:  # noqa: BLE001 - a run that cannot be analysed is left out
             continue
         rows.append({"run": r.id[:8], "model": r.spec.model, "units": r.result.n_players, "method": r.spec.method,

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from msa_core import figures
+from msa_core import figures, mode_views
 from msa_core import lm_views as lm
 from ui import resources, state
 from ui.errors import shown
@@ -86,12 +86,9 @@ if figures.is_image_output(result.output_shape):
                                      min_value=4, max_value=min(128, result.n_players))
     else:
         max_units = result.n_players
-    with shown("Drawing the mode grid"):
-        if result.on_disk:  # thumbnails are the mean over inputs
-            grid = figures.mode_grid(SimpleNamespace(values=thumbs, unit_labels=result.unit_labels), units=order,
-                                     sample="mean", scale=scale, max_units=max_units, totals=totals)
-        else:
-            grid = figures.mode_grid(result, units=order, sample=sample, scale=scale, max_units=max_units)
+    with shown("Drawing the mode grid"):  # built once per run and settings: a unit change reuses it
+        grid = resources.modes_grid(record.id, int(result.n_evaluations), order_name,
+                                    "mean" if result.on_disk else sample, scale, int(max_units))
         st.plotly_chart(grid, key="modes_grid")
 else:
     sample = "mean"
@@ -118,22 +115,26 @@ else:
             st.plotly_chart(figures.unit_output_heatmap(overview, output_labels=names, order=order_name,
                                                         output_title=axis), key="modes_heatmap")
 
-st.markdown("#### Unit detail")
-st.caption("Click a bar above or pick a unit here.")
-top_unit = int(figures.unit_order(ranked, "total")[0])  # the default whatever the order (a stable link)
-unit = state.url_widget(st.selectbox, "Unit", "unit", options=units, default=top_unit, key="modes_unit",
-                        format_func=lambda i: f"{result.unit_labels[i]} (total {totals[i]:+.4g})")
-if result.on_disk:  # only this unit's mode and standard error are read
-    detail, detail_unit = SimpleNamespace(
-        values=result.mode(unit)[None], unit_labels=[result.unit_labels[unit]],
-        stderr=result.stderr[unit][None] if result.stderr is not None else None), 0
-else:
-    detail, detail_unit = result, unit
-left, right = st.columns([3, 2])
-with left, shown("Drawing the unit detail"):
-    st.plotly_chart(figures.unit_detail(detail, detail_unit, output_labels=names, sample=sample, output_title=axis),
-                    key="modes_detail")
-with right:
-    st.markdown("Top outputs (largest |value|)")
-    st.dataframe(figures.top_outputs(detail, detail_unit, output_labels=names, k=10, output_title=axis), hide_index=True,
-                 width="stretch")
+
+
+@st.fragment
+def unit_detail_panel() -> None:
+    """The unit picker and that unit's mode: changing the unit reruns only this fragment, which reads that
+    one unit (``result.mode(i)``), never the grid or the other units."""
+    st.markdown("#### Unit detail")
+    st.caption("Click a bar above or pick a unit here.")
+    top_unit = int(figures.unit_order(ranked, "total")[0])  # the default whatever the order (a stable link)
+    unit = state.url_widget(st.selectbox, "Unit", "unit", options=units, default=top_unit, key="modes_unit",
+                            format_func=lambda i: f"{result.unit_labels[i]} (total {totals[i]:+.4g})")
+    source = mode_views.unit_source(result, unit)  # only this unit's mode and standard error are read
+    left, right = st.columns([3, 2])
+    with left, shown("Drawing the unit detail"):
+        st.plotly_chart(mode_views.detail_figure(source, 0, output_labels=names, sample=sample, output_title=axis),
+                        key="modes_detail")
+    with right:
+        st.markdown("Top outputs (largest |value|)")
+        st.dataframe(figures.top_outputs(source, 0, output_labels=names, k=10, output_title=axis), hide_index=True,
+                     width="stretch")
+
+
+unit_detail_panel()

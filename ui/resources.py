@@ -202,11 +202,29 @@ def lesion_curve_data(run_id: str, objective: str | None, n_random: int, metric:
                                metric=metric, band=(2.5, 97.5))
 
 
-@st.cache_data(show_spinner="Summarising the modes...", max_entries=16)
+@st.cache_resource(show_spinner="Summarising the modes...", max_entries=16)
 def run_summaries(run_id: str, max_side: int = 32) -> tuple[Any, Any, float]:
     """``(thumbnails (n_units, h, w), totals (n_units,), efficiency gap)`` of a stored run, read a range of units at a
-    time and cached next to its arrays (msa_core.thumbnails): the Modes page's grid of a large run."""
+    time and cached next to its arrays (msa_core.thumbnails): the Modes page's grid of a large run.
+
+    Held once per server (not copied on every rerun as ``st.cache_data`` would: 16 MiB of thumbnails for 4,096
+    units), so the arrays are read-only."""
     from msa_core.thumbnails import run_efficiency_gap, run_thumbnails, run_totals
 
     result = store().get(run_id).result
-    return run_thumbnails(result, max_side), run_totals(result, max_side), run_efficiency_gap(result, max_side)
+    thumbs, totals = run_thumbnails(result, max_side), run_totals(result, max_side)
+    for array in (thumbs, totals):
+        array.setflags(write=False)
+    return thumbs, totals, run_efficiency_gap(result, max_side)
+
+
+@st.cache_resource(show_spinner="Drawing the mode grid...", max_entries=32)
+def modes_grid(run_id: str, n_evaluations: int, order: str, sample: Any, scale: str, max_units: int) -> Any:
+    """The Modes page's unit grid of a stored run (:func:`msa_core.mode_views.grid_figure`), built once per run
+    and grid settings and shared (plotly figures are copied by ``st.plotly_chart``, never changed): changing
+    the unit does not rebuild it. ``n_evaluations`` keys a run whose stored result was replaced (a resume)."""
+    from msa_core.mode_views import grid_figure
+
+    result = store().get(run_id).result
+    summaries = run_summaries(run_id) if result.on_disk else None
+    return grid_figure(result, order=order, sample=sample, scale=scale, max_units=max_units, summaries=summaries)

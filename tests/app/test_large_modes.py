@@ -100,3 +100,35 @@ def test_modes_page_on_an_on_disk_vector_run(msa_home):
     assert np.allclose(_array(detail["y"]), values[3].numpy(), atol=1e-12)
     assert np.allclose(_array(detail["error_y"]["array"]), values[3].abs().numpy() / 10)
     assert np.allclose(sorted(_array(bars["y"])), sorted(values[:, 2].numpy()), atol=1e-6)
+
+
+def test_on_disk_vector_run_with_many_outputs_shows_the_units_mode(msa_home):
+    """More than 1024 outputs on disk: total bars above, and the unit's mode below as its top outputs by
+    |value| over a binned profile (not one bar per output, not total bars only)."""
+    import torch
+    from msa_core.result import ShapleyResult
+    from msa_core.runs import RunSpec, RunStore
+    from msa_core.runs.store import RunRecord
+    from streamlit.util import calc_hash
+
+    store = RunStore(str(msa_home))
+    values = torch.randn(40, 3000, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    values[5, 2024] = 40.0
+    scratch = store.scratch_dir() / "long-vector-test"
+    result = ShapleyResult(values=ChunkedArray.from_array(scratch / "values", values), stderr=None, n_evaluations=1,
+                           intact=values.sum(0), empty=torch.zeros(3000, dtype=torch.float64), method="permutation")
+    run_id = "fa" * 32
+    store.put(RunRecord(id=run_id, spec=RunSpec(model="mlp-digits"), result=result, created=1.0))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    for key, value in {"model": "mlp-digits", "run": run_id, "unit": "5"}.items():
+        at.query_params[key] = value
+    at._page_hash = calc_hash("modes")
+    at.run()
+    _no_errors(at, "modes (on disk, 3000 outputs)")
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 2  # total bars, then the unit detail
+    top, _, profile = charts[-1]["data"]
+    order = np.argsort(-np.abs(values[5].numpy()))[:20]
+    assert top["x"][0] == "2024" and np.allclose(_array(top["y"]), values[5].numpy()[order])
+    assert len(_array(profile["y"])) == 1024
+    assert np.isclose(_array(profile["y"]).mean(), values[5].mean().item(), atol=0.05)

@@ -1,0 +1,153 @@
+"""Helpers shared by tests/e2e/test_large_modes_browser.py and bench/bench_large_modes.py: a synthetic
+on-disk image run in a run store, ``streamlit run app.py`` on a free port, and the Modes page's unit picker
+driven through the real widget (Playwright + Debian's Chromium)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+RUN_ID = "cd" * 32
+
+
+def unit_label(i: int) -> str:
+    """The label of unit ``i`` in the synthetic run (unique, and no label is a prefix of another's text)."""
+    return f"conv:{i}"
+
+
+def make_on_disk_run(home: str, n_units: int, n_images: int = 4, side: int = 32, seed: int = 0) -> Any:
+    """Store a synthetic run of ``n_units`` float32 image modes ``(n_images, 1, side, side)`` on disk (the
+    ``dcgan-digits`` subject, so the page can read its labels); returns the stored ShapleyResult.
+
+    Unit ``i``'s mode is ``(i + 1) / n_units`` times one fixed random pattern plus noise, so every unit's
+    detail differs and its total is known."""
+    import torch
+
+    from msa_core.ondisk import ChunkedArray
+    from msa_core.result import ShapleyResult
+    from msa_core.runs import RunSpec, RunStore
+    from msa_core.runs.store import RunRecord
+
+    store = RunStore(home, large_dtype="float32")
+    shape = (n_units, n_images, 1, side, side)
+    values = ChunkedArray.create(store.scratch_dir() / "large-modes" / "values", shape, np.float32)
+    rng = np.random.default_rng(seed)
+    pattern = rng.normal(size=shape[1:])
+    for start, stop in values.ranges(16 * 2**20):
+        scale = (np.arange(start, stop) + 1.0)[:, None, None, None, None] / n_units
+        rows = scale * pattern + 0.1 * rng.normal(size=(stop - start, *shape[1:]))
+        values.write_rows(np.arange(start, stop), rows.astype(np.float32))
+    zeros = torch.zeros(shape[1:], dtype=torch.float64)
+    result = ShapleyResult(values=values, stderr=None, n_evaluations=1, intact=zeros, empty=zeros, method="permutation",
+                           unit_labels=[unit_label(i) for i in range(n_units)])
+    store.put(RunRecord(id=RUN_ID, spec=RunSpec(model="dcgan-digits"), result=result, created=1.0))
+    stored = store.get(RUN_ID).result
+    assert stored.on_disk, "the synthetic run must live on disk"
+    return stored
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(home: str, log: Path) -> Iterator[str]:
+    """``streamlit run app.py`` on a free port with ``MSA_HOME=home``; yields its URL, stopped afterwards."""
+    port = _free_port()
+    env = dict(os.environ, MSA_HOME=str(home), PYTHONPATH=str(ROOT),
+               MSA_TORCH_THREADS=os.environ.get("MSA_TORCH_THREADS", "1"))
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# every drawn Plotly chart: its title (Streamlit's theme wraps it in <b>: tags dropped) and its first trace's z as
+# Plotly drew it (_fullData: the base64 arrays decoded, one Float64Array a row)
+TITLE = "g => g.layout && g.layout.title ? (g.layout.title.text || '').replace(/<[^>]*>/g, '') : ''"
+CHARTS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(g => ({
+    title: (""" + TITLE + """)(g),
+    z: g._fullData && g._fullData[0] && g._fullData[0].z ? Array.from(g._fullData[0].z, row => Array.from(row)) : null}))"""
+
+DETAIL_SHOWN = """(title) => [...document.querySelectorAll('.js-plotly-plot')].some(
+    g => (""" + TITLE + """)(g) === title)"""
+
+
+def detail_title(i: int) -> str:
+    """The unit detail's title for unit ``i`` of the synthetic run (mean over inputs)."""
+    return f"unit {unit_label(i)} (mean over inputs)"
+
+
+def settle(page: Any) -> None:
+    """Wait until the app stops running and skeletons are gone."""
+    page.wait_for_timeout(200)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+        "!document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=90_000)
+
+
+def open_modes(page: Any, url: str, unit: int) -> float:
+    """Open the Modes page of the synthetic run at ``unit``; seconds until that unit's detail is drawn."""
+    start = time.perf_counter()
+    page.goto(f"{url}/modes?model=dcgan-digits&run={RUN_ID}&unit={unit}")
+    page.wait_for_function(DETAIL_SHOWN, arg=detail_title(unit), timeout=90_000, polling="raf")
+    seconds = time.perf_counter() - start
+    settle(page)
+    return seconds
+
+
+def choose_unit(page: Any, unit: int) -> float:
+    """Pick ``unit`` in the "Unit" selectbox (typing its label, then Enter: the list of options is long and
+    virtualised); seconds from Enter until its detail is drawn."""
+    box = page.get_by_role("combobox", name="Unit", exact=True)
+    box.click()
+    page.keyboard.type(f"{unit_label(unit)} (")
+    page.get_by_role("option", name=f"{unit_label(unit)} (", exact=False).first.wait_for()
+    start = time.perf_counter()
+    box.press("Enter")
+    page.wait_for_function(DETAIL_SHOWN, arg=detail_title(unit), timeout=90_000, polling="raf")
+    seconds = time.perf_counter() - start
+    settle(page)
+    return seconds
+
+
+def detail_z(page: Any, unit: int) -> np.ndarray:
+    """The z of the unit detail's mode heatmap drawn for ``unit`` ``(rows, cols)``."""
+    charts = page.evaluate(CHARTS)
+    return np.asarray(next(c["z"] for c in charts if c["title"] == detail_title(unit)), dtype=float)
