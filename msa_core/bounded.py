@@ -216,12 +216,6 @@ def chain_chunks(
         j0 = j1
 
 
-def unit_chunks(estimator: Any, runner: Any, n_players: int, seed: int, unit: int, empty: torch.Tensor,
-                intact: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(players, samples)`` of one sample unit, chunk by chunk (see ``SamplingEstimator.stream_unit``)."""
-    return estimator.stream_unit(runner, n_players, seed, unit, empty, intact, chunk)
-
-
 def stream_estimate(
     estimator: Any,
     runner: Any,
