@@ -109,8 +109,11 @@ def memory_plan(
 ) -> MemoryPlan:
     """The cheapest way to run ``estimator`` on this game within ``max_memory`` bytes.
 
-    Raises ValueError with the sizes involved where no way fits (a method that cannot stream, or a
-    bound below what one output row per chain position needs).
+    ``"blocks"`` where one block of units fits, else ``"stream"`` for the methods that stream
+    (:data:`STREAMING_METHODS`), with ``chunk`` players (chain positions) per step and the
+    accumulators on disk unless they fit in half the bound. Raises ValueError with the sizes
+    involved where no way fits (a method that cannot stream, or a bound below what one player's
+    output rows need).
     """
     mode_size = n_players * max(1, output_size) * _F64  # one (n, *output) float64 array
     natural = natural_block or estimator.units_per_block(n_players, output_size)
@@ -139,7 +142,7 @@ def memory_plan(
     if chunk < 1:
         raise ValueError(
             f"max_memory={format_bytes(max_memory)} is too small for outputs of {output_size} values: a "
-            f"streamed {estimator.name} walk needs about {format_bytes(held + per_position)}"
+            f"streamed {estimator.name} unit needs about {format_bytes(held + per_position)} (one player a step)"
         )
     return MemoryPlan("stream", 1, chunk, on_disk, chunk_bytes, max_memory, held + chunk * per_position)
 

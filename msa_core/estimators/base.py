@@ -365,7 +365,7 @@ class SamplingEstimator(Estimator):
             state: a :class:`SamplingState` to resume from (e.g. loaded from a checkpoint).
             on_block: called with the state after every merged block (checkpointing).
             max_memory: bound in bytes on the loop's working arrays (None: unbounded block sizes);
-                see :func:`msa_core.bounded.memory_plan`.
+                estimators with :attr:`streams` meet any bound (:func:`msa_core.bounded.memory_plan`).
             scratch_dir: where on-disk accumulators go when they do not fit (default: temp dir).
         """
         started = time.perf_counter()
