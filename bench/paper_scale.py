@@ -73,8 +73,10 @@ class LowRankLinearGame:
         return (self.a[rows] @ self.b.reshape(self.b.shape[0], -1)).reshape(-1, *self.b.shape[1:])
 
 
-def run_linear(max_memory: str, n_permutations: int, scratch: Path, n_players: int, shape: tuple[int, ...]) -> dict:
-    """Part (a) in this process; returns the figures."""
+def run_linear(max_memory: str, n_permutations: int, scratch: Path, n_players: int, shape: tuple[int, ...],
+               method: str = "permutation") -> dict:
+    """Part (a) in this process with ``method`` (the budget of ``n_permutations`` join orders;
+    truncated with tolerance 0, so that its values are exact too); returns the figures."""
     import numpy as np
     import torch
 
@@ -84,8 +86,9 @@ def run_linear(max_memory: str, n_permutations: int, scratch: Path, n_players: i
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     game = LowRankLinearGame(*linear_factors(n_players, shape))
     started = time.perf_counter()
-    result = shapley_modes(game, n_players, method="permutation", n_permutations=n_permutations, seed=0,
-                           max_memory=max_memory, scratch_dir=scratch)
+    options = {"tolerance": 0.0} if method == "truncated" else None
+    result = shapley_modes(game, n_players, method=method, n_permutations=n_permutations, seed=0,
+                           max_memory=max_memory, scratch_dir=scratch, estimator_options=options)
     wall = time.perf_counter() - started
     values = result.values
     disk = sum(f.stat().st_blocks * 512 for f in scratch.rglob("*") if f.is_file())
@@ -98,7 +101,7 @@ def run_linear(max_memory: str, n_permutations: int, scratch: Path, n_players: i
     t0 = time.perf_counter()
     one_mode = values[n_players // 2]
     open_ms = (time.perf_counter() - t0) * 1000
-    return {"part": "linear", "n_players": n_players, "output_shape": list(shape),
+    return {"part": "linear", "method": method, "n_players": n_players, "output_shape": list(shape),
             "n_permutations": n_permutations, "max_memory": max_memory, "wall_s": round(wall, 1),
             "evaluations": result.n_evaluations, "peak_rss_gb": round(_peak_rss_bytes() / 2**30, 2),
             "disk_gb": round(disk / 2**30, 2), "max_abs_error": error,
@@ -164,7 +167,7 @@ def _child(args: argparse.Namespace) -> None:
         scratch = Path(tempfile.mkdtemp(prefix="msa-paper-scale-", dir=args.scratch))
         try:
             shape = tuple(int(s) for s in args.shape.split(","))
-            figures = run_linear(args.max_memory, args.permutations, scratch, args.players, shape)
+            figures = run_linear(args.max_memory, args.permutations, scratch, args.players, shape, args.method)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     else:
@@ -179,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-memory", default="4G")
     parser.add_argument("--permutations", type=int, default=2)
     parser.add_argument("--players", type=int, default=N_PLAYERS)
+    parser.add_argument("--method", default="permutation", choices=["permutation", "antithetic", "truncated", "owen"],
+                        help="linear: the sampling method (its budget: --permutations join orders)")
     parser.add_argument("--shape", default=",".join(map(str, OUTPUT_SHAPE)))
     parser.add_argument("--latents", type=int, default=2, help="latents of the GAN game on this CPU (paper: 32)")
     parser.add_argument("--positions", type=int, default=8, help="chain positions timed in the GAN game")

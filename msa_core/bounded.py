@@ -6,8 +6,10 @@ the bound:
 * ``"blocks"``: the usual loop (blocks of sample units ``(units, n, *output)``, merged with Chan's
   update), with as many units per block as fit (the unbounded block size where it fits, so the run
   is bit-identical to one without a bound);
-* ``"stream"`` (permutation and antithetic only): one unit at a time, its chain walked ``chunk``
-  positions at a time; each chunk's marginals are merged into the rows of the players it reached
+* ``"stream"`` (permutation, antithetic, truncated, owen): one unit at a time, ``chunk`` players at
+  a time (:meth:`~msa_core.estimators.base.SamplingEstimator.stream_unit`: a join order's chain
+  walked ``chunk`` positions at a time, or ``chunk`` players' flipped Owen coalitions per stratum);
+  each chunk's samples are merged into the rows of the players it reached
   (:func:`~msa_core.accumulate.welford_rows`), so neither a unit's samples ``(n, *output)`` nor its
   chain values are ever held whole. Accumulators stay in memory where they fit, else on disk
   (:class:`~msa_core.accumulate.DiskMoments`).
@@ -35,8 +37,9 @@ from .ondisk import DEFAULT_CHUNK_BYTES
 
 __all__ = ["MemoryPlan", "memory_plan", "stream_estimate", "disk_result", "STREAMING_METHODS", "scratch_folder"]
 
-STREAMING_METHODS = ("permutation", "antithetic")
-"""Methods that can stream a unit chunk by chunk (and so keep any game under any bound)."""
+STREAMING_METHODS = ("permutation", "antithetic", "truncated", "owen")
+"""Methods that can stream a unit chunk by chunk (and so keep any game under any bound); their
+estimators have ``streams = True`` and implement ``stream_unit``."""
 
 _F64 = 8
 # Live (n_players, *output) float64 arrays per sample unit in the block loop, at the peak (chain
@@ -47,9 +50,18 @@ _UNIT_ARRAYS = {"permutation": 6, "antithetic": 13, "truncated": 7}
 # mean and m2, and the merge's temporaries.
 _BLOCK_ACC_ARRAYS = 6
 _CHECKPOINT_ARRAYS = 3  # a checkpoint copies mean and m2 and serialises them
-# Live (*output) rows per chain position in the streamed walk: values, runner batches, steps,
-# gathered mean and m2, deviations and the merged rows (twice for antithetic pairs).
-_STREAM_ROWS = {"permutation": 10, "antithetic": 20}
+# Live (*output) rows per chain position (per player for owen) in the streamed walk: values, runner
+# batches, steps, gathered mean and m2, deviations and the merged rows (twice for antithetic pairs;
+# truncated adds the cut copy; owen holds n_strata flipped values and marginals per player).
+_STREAM_ROWS = {"permutation": 10, "antithetic": 20, "truncated": 12}
+
+
+def _stream_rows(estimator: Any) -> tuple[int, int]:
+    """``(rows per player of a chunk, rows held for the whole unit)`` of a streamed unit."""
+    if estimator.name == "owen":
+        strata = int(getattr(estimator, "n_strata", 8))
+        return 4 * strata + 10, 2 * strata + 2  # held: the strata's base values and their runner batch
+    return _STREAM_ROWS.get(estimator.name, 20), 4
 
 
 @dataclass
@@ -97,8 +109,11 @@ def memory_plan(
 ) -> MemoryPlan:
     """The cheapest way to run ``estimator`` on this game within ``max_memory`` bytes.
 
-    Raises ValueError with the sizes involved where no way fits (a method that cannot stream, or a
-    bound below what one output row per chain position needs).
+    ``"blocks"`` where one block of units fits, else ``"stream"`` for the methods that stream
+    (:data:`STREAMING_METHODS`), with ``chunk`` players (chain positions) per step and the
+    accumulators on disk unless they fit in half the bound. Raises ValueError with the sizes
+    involved where no way fits (a method that cannot stream, or a bound below what one player's
+    output rows need).
     """
     mode_size = n_players * max(1, output_size) * _F64  # one (n, *output) float64 array
     natural = natural_block or estimator.units_per_block(n_players, output_size)
@@ -108,25 +123,26 @@ def memory_plan(
         block = int(min(natural, max(1, (max_memory - acc_blocks) // per_unit)))
         return MemoryPlan("blocks", block, n_players, False, DEFAULT_CHUNK_BYTES, max_memory,
                           acc_blocks + block * per_unit)
-    if estimator.name not in STREAMING_METHODS:
+    if not getattr(estimator, "streams", False):
         raise ValueError(
             f"method {estimator.name!r} needs about {format_bytes(acc_blocks + per_unit)} for {n_players} players "
             f"with {output_size} outputs each, over max_memory={format_bytes(max_memory)}; methods "
             f"{', '.join(STREAMING_METHODS)} run within any bound (accumulators on disk)"
         )
     row = max(1, output_size) * _F64
-    per_position = _STREAM_ROWS[estimator.name] * row
-    in_memory = (2 + (_CHECKPOINT_ARRAYS if checkpoints else 0)) * mode_size
+    rows_per_position, rows_held = _stream_rows(estimator)
+    per_position = rows_per_position * row
+    in_memory = (2 + (_CHECKPOINT_ARRAYS if checkpoints else 0)) * mode_size + rows_held * row
     chunk_bytes = int(max(row, min(DEFAULT_CHUNK_BYTES, max_memory // 16)))
     if in_memory + 8 * per_position <= max_memory // 2:  # accumulators fit with room for the walk
         on_disk, held = False, in_memory
     else:
-        on_disk, held = True, 2 * chunk_bytes
+        on_disk, held = True, 2 * chunk_bytes + rows_held * row
     chunk = int(min(max(1, n_players), (max_memory - held) // per_position))
     if chunk < 1:
         raise ValueError(
             f"max_memory={format_bytes(max_memory)} is too small for outputs of {output_size} values: a "
-            f"streamed {estimator.name} walk needs about {format_bytes(held + per_position)}"
+            f"streamed {estimator.name} unit needs about {format_bytes(held + per_position)} (one player a step)"
         )
     return MemoryPlan("stream", 1, chunk, on_disk, chunk_bytes, max_memory, held + chunk * per_position)
 
@@ -147,7 +163,15 @@ def _prefix_values(runner: Any, positions: torch.Tensor, lengths: torch.Tensor, 
 
 
 def chain_chunks(
-    runner: Any, order: torch.Tensor, empty: torch.Tensor, intact: torch.Tensor, chunk: int, *, reverse: bool = False
+    runner: Any,
+    order: torch.Tensor,
+    empty: torch.Tensor,
+    intact: torch.Tensor,
+    chunk: int,
+    *,
+    reverse: bool = False,
+    align: int | None = None,
+    stop: Callable[[torch.Tensor], int | None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Walk one join order ``chunk`` positions at a time: yields ``(players, marginals)``.
 
@@ -155,34 +179,44 @@ def chain_chunks(
     ``(j1 - j0, *output)`` along ``order`` (``reverse=False``) or along ``order`` reversed
     (``reverse=True``: the antithetic partner, whose prefixes are the complements of the suffixes),
     computed from the same coalitions as :func:`~msa_core.estimators.permutation.chain_values`.
+
+    Truncation (the truncated estimator): pieces never cross a multiple of ``align`` positions, and
+    ``stop(values)`` is called on the walk's start value (a ``(1, *output)`` batch) and then on each
+    piece's evaluated values ``(k, *output)`` in walk order; the first offset it returns cuts the
+    chain there: from that value on the chain sits at its end value (``v(empty)`` for
+    ``reverse=True``), so the player at the cut absorbs the rest and later players get 0. The walk
+    still evaluates the rest of the cut ``align`` stretch (as the batched truncated walk does, so
+    evaluation counts agree), then evaluates nothing more.
     """
     n = int(order.shape[0])
     positions = torch.empty_like(order)
     positions[order] = torch.arange(n)
-    previous = intact if reverse else empty
-    for j0 in range(0, n, chunk):
-        j1 = min(n, j0 + chunk)
-        lengths = torch.arange(j0 + 1, min(j1, n - 1) + 1)
-        values = _prefix_values(runner, positions, lengths, reverse) if len(lengths) else empty.new_empty((0, *empty.shape))
-        if j1 == n:
-            values = torch.cat([values, (empty if reverse else intact).unsqueeze(0)])
+    start, end = (intact, empty) if reverse else (empty, intact)
+    align = int(align or n)
+    cut = stop is not None and stop(start.unsqueeze(0)) is not None
+    previous = start
+    j0 = 0
+    while j0 < n:
+        stretch = (j0 // align + 1) * align  # the next multiple of align
+        j1 = min(n, j0 + chunk, stretch)
+        if cut:
+            values = end.expand(j1 - j0, *end.shape)
+        else:
+            lengths = torch.arange(j0 + 1, min(j1, n - 1) + 1)
+            values = _prefix_values(runner, positions, lengths, reverse) if len(lengths) else end.new_empty((0, *end.shape))
+            hit = stop(values) if stop is not None and len(values) else None
+            if j1 == n:
+                values = torch.cat([values, end.unsqueeze(0)])
+            if hit is not None:
+                cut = True
+                values[int(hit):] = end
+                for k0 in range(j1 + 1, min(stretch, n - 1) + 1, chunk):  # the rest of the stretch
+                    _prefix_values(runner, positions, torch.arange(k0, min(k0 + chunk, stretch + 1, n)), reverse)
         before = torch.cat([previous.unsqueeze(0), values[:-1]])
         marginals = before - values if reverse else values - before
         previous = values[-1]
         yield order[j0:j1], marginals
-
-
-def unit_chunks(estimator: Any, runner: Any, n_players: int, seed: int, unit: int, empty: torch.Tensor,
-                intact: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(players, samples)`` of one sample unit, chunk by chunk (permutation and antithetic)."""
-    order = estimator.draw(seed, range(unit, unit + 1), n_players)[0].to(torch.int64)
-    if estimator.name == "antithetic":
-        forward = chain_chunks(runner, order, empty, intact, chunk)
-        backward = chain_chunks(runner, order, empty, intact, chunk, reverse=True)
-        for (players, ahead), (_, behind) in zip(forward, backward):
-            yield players, (ahead + behind) / 2
-    else:
-        yield from chain_chunks(runner, order, empty, intact, chunk)
+        j0 = j1
 
 
 def stream_estimate(
@@ -217,7 +251,7 @@ def stream_estimate(
         try:
             if isinstance(acc, DiskMoments):
                 acc.begin_sample()
-            for players, samples in unit_chunks(estimator, runner, n_players, seed, unit, empty, intact, plan.chunk):
+            for players, samples in estimator.stream_unit(runner, n_players, seed, unit, empty, intact, plan.chunk):
                 acc.update_rows(players, samples, shape)
             acc.finish_sample()
         except BaseException:
@@ -235,5 +269,6 @@ def disk_result(estimator: Any, state: Any, *, seed: int, elapsed_s: float, max_
     """The :class:`~msa_core.result.ShapleyResult` of on-disk moments: values and stderr stay on disk."""
     acc = state.accumulator
     stderr = acc.finalize_stderr(max_bytes)
+    estimator.finish_on_disk(acc.mean, stderr, state, max_bytes=max_bytes)
     return state.to_result(acc.mean, stderr, method=estimator.name, seed=seed, elapsed_s=elapsed_s,
                            n_samples=acc.count, metadata={"arrays": str(acc.path)})

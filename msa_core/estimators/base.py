@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -310,6 +310,34 @@ class SamplingEstimator(Estimator):
     ) -> torch.Tensor:
         """Samples ``(len(units), n_players, *output_shape)`` float64 for the given unit indices."""
 
+    streams: bool = False
+    """True where :meth:`stream_unit` is implemented (the run then fits any ``max_memory``)."""
+
+    def stream_unit(
+        self,
+        runner: GameRunner,
+        n_players: int,
+        seed: int,
+        unit: int,
+        empty: torch.Tensor,
+        intact: torch.Tensor,
+        chunk: int,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The samples of unit ``unit`` a chunk of players at a time: yields ``(players, samples)``.
+
+        ``players`` int64 ``(p,)`` with ``p <= chunk`` and ``samples`` ``(p, *output_shape)`` float64:
+        rows ``players`` of ``unit_samples(..., range(unit, unit + 1), ...)[0]`` (equal to float
+        rounding, from the same evaluations); every player comes exactly once. Memory is that of
+        ``chunk`` players' coalitions, never ``(n_players, *output_shape)``. Used by
+        :func:`msa_core.bounded.stream_estimate` where :attr:`streams` is True.
+        """
+        raise NotImplementedError(f"method {self.name!r} cannot stream a sample unit")
+
+    def finish_on_disk(self, mean: Any, stderr: Any, state: SamplingState, *, max_bytes: int) -> None:
+        """Turn on-disk moments into the result in place: ``mean`` and ``stderr`` are
+        :class:`~msa_core.ondisk.ChunkedArray` ``(n_players, *output_shape)``, read and written at most
+        ``max_bytes`` at a time. The on-disk counterpart of :meth:`result_from_state` (default: as is)."""
+
     def units_per_block(self, n_players: int, output_size: int) -> int:
         """Units merged per block: bounds memory; a function of the game's size only, for determinism."""
         per_unit = max(1, self.evaluations_per_unit(n_players) * max(1, output_size))
@@ -337,7 +365,7 @@ class SamplingEstimator(Estimator):
             state: a :class:`SamplingState` to resume from (e.g. loaded from a checkpoint).
             on_block: called with the state after every merged block (checkpointing).
             max_memory: bound in bytes on the loop's working arrays (None: unbounded block sizes);
-                see :func:`msa_core.bounded.memory_plan`.
+                estimators with :attr:`streams` meet any bound (:func:`msa_core.bounded.memory_plan`).
             scratch_dir: where on-disk accumulators go when they do not fit (default: temp dir).
         """
         started = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..bounded import chain_chunks
 from .base import GameRunner, SamplingEstimator
 
 __all__ = [
@@ -106,6 +107,7 @@ class PermutationEstimator(SamplingEstimator):
     """
 
     name = "permutation"
+    streams = True
 
     def __init__(self, permutations: np.ndarray | torch.Tensor | None = None) -> None:
         self.permutations = None if permutations is None else torch.as_tensor(np.asarray(permutations), dtype=torch.int64)
@@ -129,6 +131,10 @@ class PermutationEstimator(SamplingEstimator):
         permutations = self.draw(seed, units, n_players)
         return chain_marginals(chain_values(runner, permutations, empty, intact), permutations)
 
+    def stream_unit(self, runner, n_players, seed, unit, empty, intact, chunk):
+        order = self.draw(seed, range(unit, unit + 1), n_players)[0].to(torch.int64)
+        yield from chain_chunks(runner, order, empty, intact, chunk)
+
 
 class AntitheticEstimator(PermutationEstimator):
     """Antithetic permutation sampling: each random join order is paired with its reverse.
@@ -151,3 +157,10 @@ class AntitheticEstimator(PermutationEstimator):
         marginals = chain_marginals(chain_values(runner, permutations, empty, intact), permutations)
         k = len(units)
         return (marginals[:k] + marginals[k:]) / 2
+
+    def stream_unit(self, runner, n_players, seed, unit, empty, intact, chunk):
+        order = self.draw(seed, range(unit, unit + 1), n_players)[0].to(torch.int64)
+        forward = chain_chunks(runner, order, empty, intact, chunk)
+        backward = chain_chunks(runner, order, empty, intact, chunk, reverse=True)
+        for (players, ahead), (_, behind) in zip(forward, backward):
+            yield players, (ahead + behind) / 2

@@ -12,7 +12,8 @@ price: a small bias, bounded by the tolerance, on units whose late contributions
 
 For a tensor game the stop rule uses a scalar summary (by default the mean over outputs), while the
 marginals themselves are full modes. Evaluation is batched: all active chains of a block advance by
-``chunk`` positions per game call.
+``chunk`` positions per game call. Under a tight ``max_memory`` one chain is streamed instead
+(:meth:`TruncatedEstimator.stream_unit`: the same walk, the same stops, the same evaluations).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..bounded import chain_chunks
 from .base import GameRunner, SamplingEstimator
 from .permutation import chain_marginals, draw_permutations, prefix_coalitions
 
@@ -61,6 +63,7 @@ class TruncatedEstimator(SamplingEstimator):
 
     name = "truncated"
     adaptive = True
+    streams = True
 
     def __init__(
         self,
@@ -83,6 +86,15 @@ class TruncatedEstimator(SamplingEstimator):
     def evaluations_per_unit(self, n_players: int) -> int:
         return max(0, n_players - 1)  # an upper bound: truncation spends fewer
 
+    def _stop_rule(self, empty: torch.Tensor, intact: torch.Tensor) -> tuple[float, float, float]:
+        """``(s(v(N)), floor, threshold)``: a chain stops at a value ``v`` with ``|s(v) - floor| <= threshold``."""
+        s_intact = float(summarise(intact.unsqueeze(0), self.summary)[0])
+        floor = float(summarise(empty.unsqueeze(0), self.summary)[0]) if self.floor is None else float(self.floor)
+        return s_intact, floor, self.tolerance * abs(s_intact - floor)
+
+    def _walk_chunk(self, n_players: int) -> int:
+        return self.chunk or max(1, math.ceil(n_players / 16))
+
     def unit_samples(self, runner: GameRunner, n_players, seed, units, empty, intact):
         n = n_players
         m = len(units)
@@ -91,16 +103,14 @@ class TruncatedEstimator(SamplingEstimator):
         values = torch.empty((m, n + 1, *out_shape), dtype=torch.float64, device=runner.device)
         values[:, 0] = empty
         values[:, n] = intact
-        s_intact = float(summarise(intact.unsqueeze(0), self.summary)[0])
-        floor = float(summarise(empty.unsqueeze(0), self.summary)[0]) if self.floor is None else float(self.floor)
-        threshold = self.tolerance * abs(s_intact - floor)
+        s_intact, floor, threshold = self._stop_rule(empty, intact)
         stop_at = torch.zeros(m, dtype=torch.int64)  # j*: chain values below j* are set to v(empty)
         current = torch.full((m,), n, dtype=torch.int64)  # lowest chain index evaluated so far
         active = torch.ones(m, dtype=torch.bool)
         if n > 1 and abs(s_intact - floor) <= threshold:
             active[:] = False  # the intact model is already at the floor: nothing to walk
             stop_at[:] = n
-        chunk = self.chunk or max(1, math.ceil(n / 16))
+        chunk = self._walk_chunk(n)
         while bool(active.any()):
             runner.check_cancel()
             rows = active.nonzero().flatten()
@@ -128,6 +138,32 @@ class TruncatedEstimator(SamplingEstimator):
         self.truncated_steps += int((stop_at.clamp(min=1) - 1).sum())
         self.total_steps += m * max(0, n - 1)
         return chain_marginals(values, perms)
+
+    def stream_unit(self, runner, n_players, seed, unit, empty, intact, chunk):
+        """One chain of :meth:`unit_samples`, walked from the intact model down ``chunk`` positions
+        at a time (the join order reversed, prefixes as complements: :func:`~msa_core.bounded.chain_chunks`)
+        within the same stretches of ``self.chunk`` positions, so it stops where the batched walk
+        stops and spends the same evaluations."""
+        n = n_players
+        order = draw_permutations(seed, range(unit, unit + 1), n)[0]
+        _, floor, threshold = self._stop_rule(empty, intact)
+        seen = [-1]  # chain values checked so far (-1: the intact value, checked first)
+        stop_length = [0]  # the chain length j* below which values are v(empty) (0: no cut)
+
+        def stop(values: torch.Tensor) -> int | None:
+            near = (summarise(values, self.summary) - floor).abs() <= threshold
+            checked, seen[0] = seen[0], seen[0] + len(values)
+            if not bool(near.any()):
+                return None
+            first = int(near.to(torch.int8).argmax())
+            stop_length[0] = n if checked < 0 else n - (checked + 1 + first)
+            return first
+
+        walk = self._walk_chunk(n)
+        yield from chain_chunks(runner, order.flip(0), empty, intact, min(chunk, walk), reverse=True, align=walk,
+                                stop=stop if n > 1 else None)
+        self.truncated_steps += max(stop_length[0], 1) - 1
+        self.total_steps += max(0, n - 1)
 
     def estimate(self, runner: GameRunner, n_players: int, **options: Any):
         result = super().estimate(runner, n_players, **options)
