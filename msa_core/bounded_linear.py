@@ -120,8 +120,8 @@ def linear_plan(
         raise ValueError(
             f"method {method!r} cannot run within max_memory={format_bytes(max_memory)}: {what} needs "
             f"{format_bytes(fixed_bytes)} plus {format_bytes(per_column_bytes)} per output column "
-            f"({outputs} outputs, {n_players} players); raise max_memory, or use 'permutation' or 'antithetic' "
-            "(they run within any bound)"
+            f"({outputs} outputs, {n_players} players); raise max_memory, or use a sampling method "
+            "('permutation', 'antithetic', 'owen', 'truncated': they run within any bound)"
         )
     width = int(max(1, min(outputs, (solve_room // 2) // per_column_bytes)))
     solve_block = int(max(1, min(natural_block, (solve_room - width * per_column_bytes)

@@ -199,9 +199,9 @@ def shapley_modes(
             ``{"k": 5}`` for "topk").
         max_memory: bound on the run's working arrays: bytes or a size such as "4GB" (None: half
             the memory available when the run starts, or ``$MSA_MAX_MEMORY``). Sampling methods size
-            their blocks to it; "permutation" and "antithetic" stream join orders and keep their
-            accumulators on disk when needed, so they meet any bound; "owen" and "truncated" raise
-            ValueError where one unit's samples do not fit. "exact" and the regressions ("kernel",
+            their blocks to it; "permutation", "antithetic", "owen" and "truncated" stream one sample
+            unit at a time, a chunk of positions or players at a time, and keep their accumulators on
+            disk when needed, so they meet any bound with the same values and evaluations. "exact" and the regressions ("kernel",
             "leverage", "kadd", "regression_mc", and "auto") spill the game values to disk
             (coalitions x outputs x 8 bytes) and solve by output column chunks where their state does
             not fit; they raise ValueError where one output column cannot be solved within the
@@ -233,7 +233,7 @@ def shapley_modes(
         bounds = {"max_memory": resolve_max_memory(max_memory), "scratch_dir": scratch_dir}
     elif max_memory is not None:
         raise ValueError(f"method {method!r} keeps its state in memory and does not take max_memory; "
-                         "use 'permutation' or 'antithetic' for games that do not fit")
+                         "use a sampling method ('permutation', 'antithetic', 'owen', 'truncated') or a regression for games that do not fit")
     started = time.perf_counter()
     result = estimator.estimate(runner, n_players, budget=budget, seed=int(seed), state=state, on_block=on_block,
                                 **bounds)
