@@ -4,17 +4,13 @@ driven through the real widget (Playwright + Debian's Chromium)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from app_server import streamlit_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -59,43 +55,7 @@ def make_on_disk_run(home: str, n_units: int, n_images: int = 4, side: int = 32,
     return stored
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_server(home: str, log: Path) -> Iterator[str]:
-    """``streamlit run app.py`` on a free port with ``MSA_HOME=home``; yields its URL, stopped afterwards."""
-    port = _free_port()
-    env = dict(os.environ, MSA_HOME=str(home), PYTHONPATH=str(ROOT),
-               MSA_TORCH_THREADS=os.environ.get("MSA_TORCH_THREADS", "1"))
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+__all__ = ["streamlit_server"]  # re-exported for the benchmark and the tests
 
 
 # every drawn Plotly chart: its title (Streamlit's theme wraps it in <b>: tags dropped) and its first trace's z as

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from app_server import streamlit_server
 
 pytestmark = pytest.mark.e2e
 
@@ -35,52 +33,18 @@ if not Path(CHROMIUM).exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app served by ``streamlit run`` on a free port, with its own run store; stopped afterwards."""
     from msa_core.runs import RunSpec, RunStore, execute
 
-    port = _free_port()
     home = tmp_path_factory.mktemp("msa_home")
     store = RunStore(str(home))
     runs = {model: execute(RunSpec(model, budget=40), store=store).id for model in ("dcgan-digits", "moe-lm")}
     runs["mlp-digits"] = execute(RunSpec("mlp-digits", budget=400), store=store).id
     store.close()
-    env = dict(os.environ, MSA_HOME=str(home), PYTHONPATH=str(ROOT),
-               MSA_TORCH_THREADS=os.environ.get("MSA_TORCH_THREADS", "1"))
-    log = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with streamlit_server(home, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
         yield url, runs
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,13 @@ a second click restores it (the unit picker of larger games: tests/app/test_larg
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from test_browser import ARGS, CHROMIUM, ROOT, _click_unit, _free_port, _metric, _no_exception, _settle, _shot, sync_api
+from app_server import streamlit_server
+from test_browser import ARGS, CHROMIUM, _click_unit, _metric, _no_exception, _settle, _shot, sync_api
 
 pytestmark = pytest.mark.e2e
 REF = "msa_core.zoo.paper_gan:paper_gan"
@@ -32,8 +30,6 @@ def large_server(tmp_path_factory):
     weights = home / "generator.safetensors"
     generator = paper_dcgan_generator(seed=2, channels=(64, 32, 16, 8, 8))
     save_file({k: v.contiguous() for k, v in generator.state_dict().items()}, str(weights))
-    env = dict(os.environ, MSA_HOME=str(home), PYTHONPATH=str(ROOT), MSA_TORCH_THREADS="1",
-               MSA_PAPER_GAN_WEIGHTS=str(weights), MSA_PAPER_GAN_LATENTS="1")
     previous = {key: os.environ.get(key) for key in ("MSA_PAPER_GAN_WEIGHTS", "MSA_PAPER_GAN_LATENTS")}
     os.environ.update(MSA_PAPER_GAN_WEIGHTS=str(weights), MSA_PAPER_GAN_LATENTS="1")
     try:
@@ -47,29 +43,9 @@ def large_server(tmp_path_factory):
     finally:
         for key, value in previous.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    port = _free_port()
-    log = home / "streamlit.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                    "--server.address", "127.0.0.1", "--server.headless", "true",
-                                    "--browser.gatherUsageStats", "false"],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url, deadline = f"http://127.0.0.1:{port}", time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with streamlit_server(home, home / "streamlit.log", MSA_TORCH_THREADS="1", MSA_PAPER_GAN_WEIGHTS=str(weights),
+                          MSA_PAPER_GAN_LATENTS="1") as url:
         yield url, run.id, unit
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_click_a_channel_of_a_large_on_disk_run(large_server):
