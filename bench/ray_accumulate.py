@@ -112,7 +112,8 @@ def on_disk(spec, folder: Path, args: argparse.Namespace, driver: Any, output: i
     ChunkedArray.read_rows = read_rows
     try:
         began = time.perf_counter()
-        record = execute(spec, RunStore(folder / "disk"), backend="ray", ray_options=options, max_memory=args.max_memory)
+        record = execute(spec, RunStore(folder / "disk"), backend="ray", ray_options=options,
+                         max_memory=args.max_memory)
         seconds = time.perf_counter() - began
     finally:
         ChunkedArray.read_rows = original

@@ -111,7 +111,8 @@ def test_a_worker_over_its_bound_returns_a_path_and_the_driver_merges_range_by_r
     folder = parts_folder(tmp_path / "scratch", resolved.key)
     parts = [accumulate_units(spec.to_dict(), resolved.key, a, b, empty.numpy(), intact.numpy(), 2**20, str(folder))
              for a, b in [(0, 5), (5, 12)]]
-    assert [p["count"] for p in parts] == [5, 7] and not any(isinstance(v, np.ndarray) for p in parts for v in p.values())
+    assert [p["count"] for p in parts] == [5, 7]
+    assert not any(isinstance(v, np.ndarray) for p in parts for v in p.values())  # paths, not moments
     assert [p["n_evaluations"] for p in parts] == [5 * (n - 1), 7 * (n - 1)]
     reads = []
     original = ChunkedArray.read_rows
@@ -133,7 +134,8 @@ def test_a_worker_over_its_bound_returns_a_path_and_the_driver_merges_range_by_r
         accumulate_units(spec.to_dict(), resolved.key, 0, 2, empty.numpy(), intact.numpy(), 2**20, None)
     (tmp_path / "blind").mkdir()  # a folder without the driver's marker: another machine's disk
     with pytest.raises(ValueError, match="not visible on this worker.*shared filesystem"):
-        accumulate_units(spec.to_dict(), resolved.key, 0, 2, empty.numpy(), intact.numpy(), 2**20, str(tmp_path / "blind"))
+        accumulate_units(spec.to_dict(), resolved.key, 0, 2, empty.numpy(), intact.numpy(), 2**20,
+                         str(tmp_path / "blind"))
     with pytest.raises(ValueError, match="not readable on the driver.*shared filesystem"):
         merge_part(target, {"count": 5, "path": str(tmp_path / "gone")}, chunk)
 
@@ -231,6 +233,26 @@ def test_workers_over_their_bound_accumulate_on_disk_and_equal_the_local_bounded
     assert np.allclose(remote.result.values.numpy(), local.result.values.numpy(), rtol=0, atol=1e-12)
     assert np.allclose(remote.result.stderr.numpy(), local.result.stderr.numpy(), rtol=0, atol=1e-12)
     assert not list(store.scratch_dir().glob("ray-*"))  # the parts folders are gone
+
+
+@pytest.mark.slow
+def test_a_parts_folder_the_workers_cannot_see_stops_workers_and_moves_auto_to_the_driver(local_ray, wide_recipe,
+                                                                                          tmp_path, monkeypatch):
+    """As if the workers were on other machines: the driver's marker token is not the one they read."""
+    from msa_core.runs import ray_disk
+
+    monkeypatch.setattr(ray_disk, "read_marker", lambda folder: "a token only the driver sees")
+    spec = RunSpec(wide_recipe, method="permutation", n_permutations=12, seed=1)
+    store = RunStore(tmp_path / "ray")
+    with pytest.raises(ValueError, match="is not visible on .*\\(worker 0\\).*shared filesystem"):
+        execute(spec, store, backend="ray", ray_options=WORKERS, max_memory="1MB")
+    record = execute(spec, store, backend="ray", ray_options={"workers": 2}, max_memory="1MB")  # auto
+    accumulate = record.result.metadata["ray"]["accumulate"]
+    assert accumulate["mode"] == "driver" and "not visible" in accumulate["reason"]
+    local = execute(spec, RunStore(tmp_path / "local"), max_memory="1MB")
+    assert record.result.on_disk and np.allclose(record.result.values.numpy(), local.result.values.numpy(),
+                                                 rtol=0, atol=1e-12)
+    assert not list(store.scratch_dir().glob("ray-*"))
 
 
 @pytest.mark.slow

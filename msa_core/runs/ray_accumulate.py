@@ -16,7 +16,11 @@ for bit) with the same evaluation count; a resumed run equals an uninterrupted o
 are a function of the unit index).
 
 Bytes per task: ``16 n x output`` (float64 mean and ``m2``) for ``R`` units, against
-``R x evaluations_per_unit x output x itemsize`` in the driver mode.
+``R x evaluations_per_unit x output x itemsize`` in the driver mode. Where those moments do not fit a
+worker's ``max_memory`` they stay on disk, in a folder the driver and the workers share
+(:mod:`msa_core.runs.ray_disk`): a task then returns a path and counts, and the driver merges row ranges
+into its own on-disk moments. A checkpoint records the mode and ``R`` (``ray_accumulate`` in its info);
+a resume keeps that ``R`` (:func:`choose_accumulate`'s ``recorded``).
 """
 
 from __future__ import annotations
@@ -254,8 +258,8 @@ def run_on_workers(resolved: Any, ray_game: Any, state: SamplingState, *, units_
                 if folder is not None:
                     merge_part(state.accumulator, part, chunk)
                 else:
-                    state.accumulator.merge(MomentAccumulator(count=part["count"], mean=_tensor(part["mean"], empty.device),
-                                                              m2=_tensor(part["m2"], empty.device)))
+                    state.accumulator.merge(MomentAccumulator(
+                        count=part["count"], mean=_tensor(part["mean"], empty.device), m2=_tensor(part["m2"], empty.device)))
                 state.n_evaluations += int(part["n_evaluations"])
                 state.next_unit = b
                 if "truncation" in part["metadata"]:

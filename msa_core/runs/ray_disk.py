@@ -68,7 +68,8 @@ def visibility_problem(ray_game: Any, folder: Path) -> str | None:
             f"{', '.join(blind)}: {SHARED_FOLDER_HINT}")
 
 
-def accumulate_on_disk(estimator: Any, game: Any, spec: Any, state: Any, stop: int, folder: str, plan: Any) -> dict[str, Any]:
+def accumulate_on_disk(estimator: Any, game: Any, spec: Any, state: Any, stop: int, folder: str,
+                       plan: Any) -> dict[str, Any]:
     """Worker side: stream units ``[state.next_unit, stop)`` into new on-disk moments inside ``folder``.
 
     ``state`` is a :class:`SamplingState` with the driver's endpoints and ``next_unit`` set; ``plan``
