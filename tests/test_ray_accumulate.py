@@ -114,6 +114,8 @@ def test_a_worker_over_its_bound_returns_a_path_and_the_driver_merges_range_by_r
     assert [p["count"] for p in parts] == [5, 7]
     assert not any(isinstance(v, np.ndarray) for p in parts for v in p.values())  # paths, not moments
     assert [p["n_evaluations"] for p in parts] == [5 * (n - 1), 7 * (n - 1)]
+    first, second = ({"count": p["count"], **{k: ChunkedArray(Path(p["path"]) / k).numpy() for k in ("mean", "m2")}}
+                     for p in parts)
     reads = []
     original = ChunkedArray.read_rows
     monkeypatch.setattr(ChunkedArray, "read_rows", lambda self, rows: reads.append(original(self, rows).nbytes) or
@@ -124,6 +126,12 @@ def test_a_worker_over_its_bound_returns_a_path_and_the_driver_merges_range_by_r
         merge_part(target, part, chunk)
     whole = n * empty.numel() * 8
     assert target.count == 12 and 0 < max(reads) <= chunk < whole  # never a whole (n, *output) moment
+    # a resumed in-memory checkpoint moved to disk, then a part merged: the same moments
+    moved = to_disk(MomentAccumulator(5, torch.from_numpy(first["mean"]), torch.from_numpy(first["m2"])),
+                    (n, *empty.shape), tmp_path / "moved", chunk)
+    merge_part(moved, second, chunk)  # a worker whose moments fitted: arrays, merged range by range too
+    assert moved.count == 12 and np.array_equal(moved.mean.numpy(), target.mean.numpy())
+    assert np.array_equal(moved.m2.numpy(), target.m2.numpy())
     assert not any(Path(p["path"]).exists() for p in parts)  # merged parts are deleted
     local = execute(spec, RunStore(tmp_path / "local"), max_memory="1MB").result
     assert local.on_disk

@@ -117,11 +117,12 @@ def to_disk(moments: Any, shape: tuple[int, ...], scratch_dir: str | Path, max_b
 
 
 def _part_rows(part: dict[str, Any], source: DiskMoments | None, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``rows`` of a part's mean and m2, float64 tensors ``(len(rows), *output)`` (copies)."""
     if source is not None:
         return torch.from_numpy(source.mean.read_rows(rows)), torch.from_numpy(source.m2.read_rows(rows))
-    mean, m2 = (torch.as_tensor(part[name]) for name in ("mean", "m2"))
-    index = torch.from_numpy(rows)
-    return mean.cpu().index_select(0, index).to(torch.float64), m2.cpu().index_select(0, index).to(torch.float64)
+    arrays = (part[name] for name in ("mean", "m2"))  # a tensor (the driver's own) or a worker's read-only array
+    return tuple(a.detach().cpu()[torch.from_numpy(rows)].to(torch.float64) if isinstance(a, torch.Tensor)
+                 else torch.from_numpy(np.asarray(a, dtype=np.float64)[rows]) for a in arrays)
 
 
 def merge_part(target: DiskMoments, part: dict[str, Any], max_bytes: int) -> None:
