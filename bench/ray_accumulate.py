@@ -7,13 +7,17 @@ The same run (permutation sampling, same seed) goes through a local Ray of ``--w
 ``accumulate="driver"`` (workers return every coalition's values) and ``accumulate="workers"``
 (workers return mean and m2 of their units, ``units_per_task`` join orders each). The script prints the
 bytes of arrays returned to the driver per join order in each mode, their ratio, each wall time and the
-largest difference between the two runs' values.
+largest difference between the two runs' values. With ``--max-memory`` (default 32MB, below what the
+moments need) a third run, ``accumulate="workers"`` under that bound, keeps the moments on disk
+(workers write them to the run's parts folder and return its path; the driver merges row ranges): the
+script prints its bytes returned (none: paths only), the largest block the driver read at once against
+the moments' size, its wall time and its largest difference from the local run under the same bound.
 
 Expected ratio: ``R x (n - 1) x itemsize / (16 n)`` (``R`` units per task, ``itemsize`` 4 for a float32
 game): about ``R / 4``.
 
 Run: ``python -m bench.ray_accumulate [--players 64] [--side 32] [--latents 4] [--permutations 64]
-[--workers 2] [--units-per-task 16]``. Nothing is downloaded.
+[--workers 2] [--units-per-task 16] [--max-memory 32MB]``. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = textwrap.dedent(
     """
+    import torch
     from torch import nn
 
     def make():
@@ -48,6 +54,7 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--units-per-task", type=int, default=16)
+    parser.add_argument("--max-memory", default="32MB", help="bound of the on-disk run ('' skips it)")
     args = parser.parse_args()
 
     import ray
@@ -77,6 +84,8 @@ def main() -> None:
         runs[mode] = (record, per_order)
         print(f"{mode:>8}: {per_order / 2**20:9.3f} MB returned per join order "
               f"({info['bytes_returned'] / 2**20:.1f} MB in {info['tasks']} tasks), wall {seconds:.2f} s")
+    if args.max_memory:
+        on_disk(spec, folder, args, runs["driver"][0], output)
     ratio = runs["driver"][1] / runs["workers"][1]
     difference = float((runs["driver"][0].result.values - runs["workers"][0].result.values).abs().max())
     expected = args.units_per_task * (args.players - 1) * 4 / (16 * args.players)
@@ -84,6 +93,40 @@ def main() -> None:
           f"max |values difference| {difference:.2e}; evaluations equal: "
           f"{runs['driver'][0].result.n_evaluations == runs['workers'][0].result.n_evaluations}")
     ray.shutdown()
+
+
+def on_disk(spec, folder: Path, args: argparse.Namespace, driver: Any, output: int) -> None:
+    """The workers mode under ``--max-memory``: moments on disk at both ends; figures printed."""
+    from msa_core.ondisk import ChunkedArray
+    from msa_core.runs import RunStore, execute
+
+    reads = []
+    original = ChunkedArray.read_rows
+
+    def read_rows(self, rows):  # the driver's reads (the workers are other processes)
+        data = original(self, rows)
+        reads.append(data.nbytes)
+        return data
+
+    options = {"accumulate": "workers", "workers": args.workers, "units_per_task": args.units_per_task}
+    ChunkedArray.read_rows = read_rows
+    try:
+        began = time.perf_counter()
+        record = execute(spec, RunStore(folder / "disk"), backend="ray", ray_options=options,
+                         max_memory=args.max_memory)
+        seconds = time.perf_counter() - began
+    finally:
+        ChunkedArray.read_rows = original
+    local = execute(spec, RunStore(folder / "local-disk"), max_memory=args.max_memory).result
+    info = record.result.metadata["ray"]
+    assert info["accumulate"]["on_disk"], info["accumulate"]
+    moment = args.players * output * 8
+    difference = float(abs(record.result.values.numpy() - local.values.numpy()).max())
+    print(f"    disk: {info['bytes_returned'] / args.permutations / 2**20:9.3f} MB returned per join order "
+          f"({info['bytes_returned']} bytes in {info['tasks']} tasks: the endpoints), wall {seconds:.2f} s; driver "
+          f"read at most {max(reads) / 2**20:.2f} MB at once (one moment: {moment / 2**20:.1f} MB, "
+          f"max_memory {args.max_memory}); max |values - local bounded run| {difference:.2e}; against the driver "
+          f"mode {float(abs(record.result.values.numpy() - driver.result.values.numpy()).max()):.2e}")
 
 
 if __name__ == "__main__":

@@ -205,12 +205,16 @@ def execute(
         evaluated = RayGame(resolved, game, address=address, cancel=cancel, **options)
     try:
         if backend == "ray":
-            accumulate = _ray_accumulate(resolved, evaluated, state, accumulate, report, max_memory)
+            recorded = (loaded[1] or {}).get("ray_accumulate") if loaded is not None else None
+            accumulate, parts_dir = _ray_accumulate(resolved, evaluated, state, accumulate, report, max_memory,
+                                                    store.scratch_dir(), recorded)
+            info["ray_accumulate"] = {k: accumulate[k] for k in ("mode", "units_per_task", "on_disk")}
         if accumulate is not None and accumulate["mode"] == "workers":
             from .ray_accumulate import run_on_workers
 
             result = run_on_workers(resolved, evaluated, state, units_per_task=accumulate["units_per_task"],
-                                    progress=report, on_block=on_block, max_memory=max_memory)
+                                    progress=report, on_block=on_block, max_memory=max_memory, parts_dir=parts_dir,
+                                    scratch_dir=store.scratch_dir())
         else:
             result = run_estimator(resolved, evaluated, progress=report, cancel=cancel, state=state,
                                    on_block=on_block, spec_batch_size=backend != "ray", max_memory=max_memory,
@@ -268,29 +272,44 @@ def execute(
 
 
 def _ray_accumulate(resolved: ResolvedRun, ray_game: Any, state: SamplingState, requested: tuple, report: Any,
-                    max_memory: Any) -> dict[str, Any]:
+                    max_memory: Any, scratch_dir: Any, recorded: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
     """Where a Ray run accumulates (:func:`~msa_core.runs.ray_accumulate.choose_accumulate`):
-    ``{"mode", "reason", "units_per_task"}``. A sampling run's endpoints are evaluated first (through
-    ``begin_run``, into ``state``): the choice depends on the output size."""
+    ``({"mode", "reason", "units_per_task", "on_disk"}, parts_dir)``. A sampling run's endpoints are
+    evaluated first (through ``begin_run``, into ``state``): the choice depends on the output size.
+    ``recorded`` is the resumed checkpoint's choice (its units per task are kept). On disk,
+    ``parts_dir`` is the folder the workers write to (:func:`~msa_core.runs.ray_disk.parts_folder`),
+    checked to be visible on every worker: an explicit "workers" raises ValueError where it is not,
+    the default falls back to "driver"."""
     from ..accumulate import DiskMoments
     from ..estimators import GameRunner, SamplingEstimator
     from ..estimators.base import begin_run
     from .ray_accumulate import choose_accumulate
+    from .ray_disk import parts_folder, remove_parts, visibility_problem
 
     spec = resolved.spec
     n = int(ray_game.n_players)
     if not isinstance(make_estimator(spec.method, **spec.options_dict), SamplingEstimator):
-        mode, reason, per_task = choose_accumulate(requested[0], spec, n, 0, len(ray_game.workers), max_memory)
-        return {"mode": mode, "reason": reason, "units_per_task": per_task}
+        return choose_accumulate(requested[0], spec, n, 0, len(ray_game.workers), max_memory), None
     if state.empty is None or state.intact is None:
         runner = GameRunner(ray_game, n, device=spec.device, progress=report, cancel=ray_game.cancel)
         begin_run(runner, state, int(plan(spec, resolved, ray_game)["evaluations"]))
-    output_size = int(state.empty.numel())
-    mode, reason, per_task = choose_accumulate(requested[0], spec, n, output_size, len(ray_game.workers),
-                                               max_memory, requested[1])
-    if mode == "workers" and isinstance(state.accumulator, DiskMoments):
-        mode, reason = "driver", "the resumed checkpoint keeps its accumulators on disk"
-    return {"mode": mode, "reason": reason, "units_per_task": per_task}
+    was_workers = recorded is not None and recorded.get("mode") == "workers" and state.next_unit > 0
+    accumulate = choose_accumulate(requested[0], spec, n, int(state.empty.numel()), len(ray_game.workers), max_memory,
+                                   requested[1], recorded=recorded.get("units_per_task") if was_workers else None)
+    if accumulate["mode"] != "workers":
+        return accumulate, None
+    if isinstance(state.accumulator, DiskMoments):  # a resumed checkpoint's moments are on disk: they stay there
+        accumulate["on_disk"] = True
+    if not accumulate["on_disk"]:
+        return accumulate, None
+    folder = parts_folder(scratch_dir, resolved.key)
+    problem = visibility_problem(ray_game, folder)
+    if problem is None:
+        return accumulate, folder
+    remove_parts(folder)
+    if (requested[0] or os.environ.get("MSA_RAY_ACCUMULATE")) == "workers":
+        raise ValueError(f"{problem}; or run with ray_options={{'accumulate': 'driver'}}")
+    return {**accumulate, "mode": "driver", "on_disk": False, "reason": problem}, None
 
 
 def _output_labels(resolved: ResolvedRun) -> list[str] | None:

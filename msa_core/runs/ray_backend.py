@@ -15,7 +15,9 @@ are those of the local path.
 
 For sampling methods on games with large outputs, :mod:`msa_core.runs.ray_accumulate` uses the same
 workers (:meth:`GameWorker.accumulate`, the same :func:`worker_game`) to run the estimator on ranges of
-sample units and return moment accumulators instead of values (``ray_options={"accumulate": ...}``).
+sample units and return moment accumulators instead of values (``ray_options={"accumulate": ...}``), or,
+where those do not fit a worker's memory bound, the path of on-disk moments in a folder the driver sees
+(:mod:`msa_core.runs.ray_disk`, :meth:`GameWorker.probe`).
 
 Workers ask for one GPU each when the spec's device is CUDA, else for one CPU. Ray is imported only
 here and there: the default backend never needs it.
@@ -102,11 +104,19 @@ class GameWorker:
         return evaluate_rows(spec_dict, key, kind, rows)
 
     def accumulate(self, spec_dict: dict[str, Any], key: str | None, start: int, stop: int, empty: np.ndarray,
-                   intact: np.ndarray, max_memory: int | None) -> dict[str, Any]:
+                   intact: np.ndarray, max_memory: int | None, parts_dir: str | None = None) -> dict[str, Any]:
         """:func:`~msa_core.runs.ray_accumulate.accumulate_units` in this worker process."""
         from .ray_accumulate import accumulate_units
 
-        return accumulate_units(spec_dict, key, start, stop, empty, intact, max_memory)
+        return accumulate_units(spec_dict, key, start, stop, empty, intact, max_memory, parts_dir)
+
+    def probe(self, folder: str) -> tuple[str | None, str]:
+        """``(token, host)``: the driver's marker in ``folder`` as this worker sees it (None: not visible)."""
+        import socket
+
+        from .ray_disk import read_marker
+
+        return read_marker(folder), socket.gethostname()
 
 
 def ensure_ray(address: str | None = None) -> Any:
