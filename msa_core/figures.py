@@ -11,16 +11,23 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from .figure_data import (RGB_NAMES, _symmetric, _values, as_numpy, colour_shift, image_axis_names, is_image_output,
+                          is_rgb_output, mode_channels, mode_image, output_axis_title, output_names, top_outputs,
+                          unit_order)
 
 __all__ = [
     "DIVERGING",
     "as_numpy",
     "unit_order",
     "is_image_output",
+    "is_rgb_output",
     "mode_image",
+    "mode_channels",
+    "colour_shift",
+    "RGB_NAMES",
     "mode_grid",
     "unit_bars",
     "unit_output_heatmap",
@@ -38,86 +45,6 @@ DIVERGING = "RdBu_r"
 """Colour scale of Shapley values: blue < 0 < red (use with ``zmid=0``)."""
 
 _MARGIN = dict(l=10, r=10, t=40, b=10)
-
-
-def as_numpy(x: Any) -> np.ndarray:
-    """A float64 numpy array from a tensor, array or list."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _values(result: Any) -> np.ndarray:
-    return as_numpy(result.values if hasattr(result, "values") and not isinstance(result, np.ndarray) else result)
-
-
-def unit_order(result: Any, order: str = "total") -> np.ndarray:
-    """Unit indices: "index" (as is), "total" (largest total contribution first), "abs" (largest |total|)."""
-    v = _values(result)
-    totals = v.reshape(v.shape[0], -1).sum(1)
-    if order == "index":
-        return np.arange(v.shape[0])
-    if order == "abs":
-        return np.argsort(-np.abs(totals), kind="stable")
-    if order == "total":
-        return np.argsort(-totals, kind="stable")
-    raise ValueError(f"order must be 'index', 'total' or 'abs'; got {order!r}")
-
-
-def is_image_output(output_shape: Sequence[int]) -> bool:
-    """True when a mode is best shown as an image: its last two axes are both at least 4 long."""
-    shape = tuple(output_shape)
-    return len(shape) >= 2 and shape[-1] >= 4 and shape[-2] >= 4
-
-
-def mode_image(mode: Any, sample: int | str = "mean") -> np.ndarray:
-    """A 2-D image of one unit's mode ``(..., H, W)``.
-
-    ``sample``: an index into the first axis (e.g. which generated image) or "mean" (average over all
-    leading axes, channels included).
-    """
-    m = as_numpy(mode)
-    if m.ndim < 2:
-        raise ValueError(f"a mode of shape {m.shape} is not an image")
-    if m.ndim > 2 and sample != "mean":
-        m = m[int(sample)]
-    return m.reshape(-1, *m.shape[-2:]).mean(0)
-
-
-def output_names(labels: Sequence[Any] | None, n_outputs: int, *, positional: bool = False) -> list[str]:
-    """``n_outputs`` distinct names for the flat outputs of a game.
-
-    Labels are used as they are when they are distinct; token outputs (``positional``) and labels that
-    repeat (the two "l" of "hello") are prefixed by their position, ``"3:l"``, so no two outputs ever
-    share a bar or a row. Without labels (or with the wrong number of them): ``"0"``, ``"1"``, ...
-    """
-    if labels is None or len(labels) != n_outputs:
-        return [str(j) for j in range(n_outputs)]
-    names = [str(label) for label in labels]
-    if positional or len(set(names)) < len(names):
-        return [f"{j}:{name}" for j, name in enumerate(names)]
-    return names
-
-
-def output_axis_title(kind: str | None, labels: Sequence[Any] | None = None) -> str:
-    """What a game's outputs are, for an axis title: "digit", "class", "language", "position:token", ..."""
-    if kind == "classes":
-        digits = labels is not None and len(labels) > 0 and all(str(label).isdigit() for label in labels)
-        return "digit" if digits else "class"
-    return {"languages": "language", "tokens": "position:token", "image": "pixel"}.get(kind or "", "output")
-
-
-def image_axis_names(n_axes: int) -> list[str]:
-    """Names of the axes of an image-shaped output: ``(input, channel, row, column)`` for 4 axes,
-    ``(input, row, column)`` for 3, ``(row, column)`` for 2; extra leading axes ``axis 0``, ...."""
-    named = {1: ["index"], 2: ["row", "column"], 3: ["input", "row", "column"], 4: ["input", "channel", "row", "column"]}
-    if n_axes <= 4:
-        return named.get(n_axes, [])
-    return [f"axis {a}" for a in range(n_axes - 4)] + named[4]
-
-
-def _symmetric(limit: float) -> float:
-    return limit if limit > 0 and math.isfinite(limit) else 1e-12
 
 
 def mode_grid(
@@ -298,12 +225,16 @@ def unit_detail(
     sample: int | str = "mean",
     output_title: str = "output",
 ) -> go.Figure:
-    """One unit's mode and its standard error: two heatmaps for images, bars with error bars otherwise."""
+    """One unit's mode and its standard error: two heatmaps for images (three-channel images: one signed heatmap
+    per channel and their colour shift, :func:`_rgb_detail`), bars with error bars otherwise."""
     values = _values(result)
     mode = values[unit]
     labels = list(getattr(result, "unit_labels", [str(i) for i in range(values.shape[0])]))
     stderr = getattr(result, "stderr", None)
     se = as_numpy(stderr)[unit] if stderr is not None else None
+    where = "mean over inputs" if sample == "mean" or mode.ndim <= 2 else f"input {sample}"
+    if is_rgb_output(mode.shape):
+        return _rgb_detail(mode, se, sample, f"unit {labels[unit]} ({where})")
     if is_image_output(mode.shape):
         img = mode_image(mode, sample)
         limit = _symmetric(float(np.abs(img).max()))
@@ -321,7 +252,6 @@ def unit_detail(
             )
         fig.update_yaxes(autorange="reversed", showticklabels=False)
         fig.update_xaxes(showticklabels=False)
-        where = "mean over inputs" if sample == "mean" or mode.ndim <= 2 else f"input {sample}"
         fig.update_layout(title=f"unit {labels[unit]} ({where})", height=360, margin=_MARGIN)
         return fig
     flat = mode.reshape(-1)
@@ -346,28 +276,29 @@ def unit_detail(
     return fig
 
 
-def top_outputs(result: Any, unit: int, *, output_labels: Sequence[str] | None = None, k: int = 10,
-                output_title: str = "output") -> pd.DataFrame:
-    """The ``k`` outputs a unit moves most (largest |value|), with value, standard error and z-score.
-
-    Vector outputs: one column ``output_title`` with the output's name. Image-shaped outputs: one
-    column per axis (``input``, ``channel``, ``row``, ``column``; see :func:`image_axis_names`).
-    """
-    values = _values(result)
-    flat = values[unit].reshape(-1)
-    stderr = getattr(result, "stderr", None)
-    se = as_numpy(stderr)[unit].reshape(-1) if stderr is not None else np.full_like(flat, np.nan)
-    shape = values.shape[1:]
-    idx = np.argsort(-np.abs(flat), kind="stable")[:k]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = flat[idx] / se[idx]
-    if is_image_output(shape):
-        where = np.unravel_index(idx, shape)
-        columns = {name: where[a].astype(int) for a, name in enumerate(image_axis_names(len(shape)))}
-    else:
-        names = output_names(output_labels, flat.size) if shape else ["()"]
-        columns = {output_title: [names[j] for j in idx]}
-    return pd.DataFrame({**columns, "value": flat[idx], "stderr": se[idx], "z": z})
+def _rgb_detail(mode: np.ndarray, se: np.ndarray | None, sample: int | str, title: str) -> go.Figure:
+    """A three-channel mode ``(..., 3, H, W)``: a signed heatmap per channel on one shared diverging scale (which
+    channel the unit raises or lowers where, comparable across channels), the colour shift they make together
+    (:func:`colour_shift`: grey = no change) and the standard error averaged over channels."""
+    channels = mode_channels(mode, sample)
+    limit = _symmetric(float(np.abs(channels).max()))
+    fig = make_subplots(rows=2, cols=3, horizontal_spacing=0.06, vertical_spacing=0.12,
+                        subplot_titles=[f"{name} channel" for name in RGB_NAMES]
+                        + ["colour shift", "standard error", ""])  # short: a panel is a third of the detail
+    for c, name in enumerate(RGB_NAMES):
+        fig.add_trace(go.Heatmap(z=channels[c], zmin=-limit, zmax=limit, zmid=0, colorscale=DIVERGING,
+                                 showscale=c == 0, colorbar=dict(thickness=10, title="phi", len=0.45, y=0.78),
+                                 hovertemplate=f"{name}<br>row %{{y}}, column %{{x}}<br>phi %{{z:.4g}}<extra></extra>"),
+                      row=1, col=c + 1)
+    fig.add_trace(go.Image(z=colour_shift(channels, limit), hoverinfo="skip"), row=2, col=1)
+    if se is not None:
+        fig.add_trace(go.Heatmap(z=mode_image(se, sample), colorscale="Greys",
+                                 colorbar=dict(thickness=10, title="se", len=0.45, y=0.22, x=0.64)), row=2, col=2)
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    _square_pixels(fig, 5)
+    fig.update_layout(title=title, height=560, margin=_MARGIN)
+    return fig
 
 
 def lesion_curve_figure(curves: Any, *, y_title: str = "performance", title: str = "Lesion curves") -> go.Figure:

@@ -19,8 +19,8 @@ from plotly.subplots import make_subplots
 from . import figures
 from .thumbnails import block_mean
 
-__all__ = ["DETAIL_MAX_SIDE", "PROFILE_MAX_OUTPUTS", "grid_figure", "unit_source", "detail_figure",
-           "vector_profile", "display_downsampled"]
+__all__ = ["DETAIL_MAX_SIDE", "PROFILE_MAX_OUTPUTS", "SINGLE_PICKER_MAX_UNITS", "grid_figure", "unit_source",
+           "detail_figure", "vector_profile", "display_downsampled", "unit_ranges"]
 
 DETAIL_MAX_SIDE = 256
 """Image modes larger than this a side are block-averaged for display (a browser heatmap of 1024 x 1024
@@ -28,6 +28,10 @@ cells is slow to send and draw; the table of top outputs still reads full resolu
 
 PROFILE_MAX_OUTPUTS = 1024
 """Vector modes with more outputs are drawn as a profile plus their top outputs, not one bar an output."""
+
+SINGLE_PICKER_MAX_UNITS = 512
+"""Runs with more units pick a unit in two steps (a range, then a unit of it: :func:`unit_ranges`): a browser
+re-renders a selectbox of thousands of options slowly (about 0.5 s at 4,096 units), one of ~64 at once."""
 
 
 def grid_figure(result: Any, *, order: str = "total", sample: int | str = "mean", scale: str = "shared",
@@ -129,3 +133,31 @@ def detail_figure(source: Any, unit: int = 0, *, output_labels: Sequence[str] | 
         return vector_profile(source, unit, output_labels=output_labels, output_title=output_title)
     return figures.unit_detail(display_downsampled(source), unit, output_labels=output_labels, sample=sample,
                                output_title=output_title)
+
+
+def unit_ranges(units: Sequence[int], unit_labels: Sequence[str], *, ranked: bool,
+                size: int | None = None) -> list[tuple[str, list[int]]]:
+    """The ranges of a two-step unit picker: ``[(name, unit indices in page order)]``, consecutive and covering
+    ``units`` (the page's order) exactly once, each at most ``size`` long (default ``max(64, ceil(sqrt(n)))``,
+    so a range list and a range hold about the same few dozen options).
+
+    ``ranked`` (units ordered by total or |total|): ranges of ranks, named ``"ranks 1-64"``. Else (index order)
+    a range never spans two layers (the label before its last ``":"``) unless that would more than double the
+    number of ranges (many tiny layers), named by their first and last labels, ``"net.0:0 ... net.0:63"``.
+    """
+    units = [int(u) for u in units]
+    n = len(units)
+    size = int(size or max(64, math.ceil(math.sqrt(n))))
+    plain = [units[a:a + size] for a in range(0, n, size)]
+    if ranked:
+        return [(f"ranks {a * size + 1}-{a * size + len(chunk)}", chunk) for a, chunk in enumerate(plain)]
+    layer = [str(unit_labels[u]).rsplit(":", 1)[0] for u in units]
+    chunks, start = [], 0
+    for k in range(1, n + 1):
+        if k == n or layer[k] != layer[k - 1] or k - start == size:
+            chunks.append(units[start:k])
+            start = k
+    if len(chunks) > 2 * len(plain):
+        chunks = plain
+    return [(str(unit_labels[c[0]]) if len(c) == 1 else f"{unit_labels[c[0]]} ... {unit_labels[c[-1]]}", c)
+            for c in chunks]

@@ -11,6 +11,7 @@ from msa_core import lm_views as lm
 from ui import resources, state
 from ui.errors import shown
 from ui.text import md_escape
+from ui.unit_picker import unit_picker
 
 state.page_setup()
 st.title("Shapley modes")
@@ -31,7 +32,9 @@ with shown("Reading the output labels"):
     labels = (result.metadata or {}).get("output_labels") or subject.objective_labels(objective_name)
     kind = subject.objective_kind(objective_name)
 n_flat = math.prod(result.output_shape)
-names, axis = lm.run_output_names(labels, n_flat, kind, objective_name)
+is_image = figures.is_image_output(result.output_shape)
+# image outputs are named by their axes (input, channel, row, column), never by a list of n_flat names
+names, axis = (None, "pixel") if is_image else lm.run_output_names(labels, n_flat, kind, objective_name)
 
 if result.on_disk:
     # a result on disk is never loaded whole: the grid and bars use per-unit thumbnails and totals computed
@@ -73,7 +76,7 @@ else:
 order = figures.unit_order(ranked, order_name)
 units = [int(i) for i in order]
 
-if figures.is_image_output(result.output_shape):
+if is_image:
     cols = st.columns(3)
     n_samples = result.output_shape[0] if len(result.output_shape) > 2 else 1
     sample = state.url_widget(cols[0].selectbox, "Image" if not result.on_disk else "Image (unit detail)", "image",
@@ -86,6 +89,11 @@ if figures.is_image_output(result.output_shape):
                                      min_value=4, max_value=min(128, result.n_players))
     else:
         max_units = result.n_players
+    if figures.is_rgb_output(result.output_shape):
+        st.caption("Three-channel (RGB) outputs: the grid shows each unit's mode averaged over channels; the unit "
+                   "detail shows it per channel (red, green, blue, one shared signed scale), the colour shift "
+                   "they make together (mid grey: no change; redder where the unit raises red, ...) and the "
+                   "standard error averaged over channels.")
     with shown("Drawing the mode grid"):  # built once per run and settings: a unit change reuses it
         grid = resources.modes_grid(record.id, int(result.n_evaluations), order_name,
                                     "mean" if result.on_disk else sample, scale, int(max_units))
@@ -122,10 +130,9 @@ def unit_detail_panel() -> None:
     """The unit picker and that unit's mode: changing the unit reruns only this fragment, which reads that
     one unit (``result.mode(i)``), never the grid or the other units."""
     st.markdown("#### Unit detail")
-    st.caption("Click a bar above or pick a unit here.")
+    st.caption("Pick a unit here." if is_image else "Click a bar above or pick a unit here.")
     top_unit = int(figures.unit_order(ranked, "total")[0])  # the default whatever the order (a stable link)
-    unit = state.url_widget(st.selectbox, "Unit", "unit", options=units, default=top_unit, key="modes_unit",
-                            format_func=lambda i: f"{result.unit_labels[i]} (total {totals[i]:+.4g})")
+    unit = unit_picker(units, result.unit_labels, totals, top_unit, ranked=order_name != "index")
     source = mode_views.unit_source(result, unit)  # only this unit's mode and standard error are read
     left, right = st.columns([3, 2])
     with left, shown("Drawing the unit detail"):

@@ -121,3 +121,37 @@ def test_a_constant_lesion_curve_gets_a_readable_axis():
     low, high = fig.layout.yaxis.range
     assert low < 0.1 < high and high - low == pytest.approx(0.01)
     assert fig.layout.legend.y < 0  # below the axes, never over the data
+
+
+def test_rgb_modes_are_drawn_per_channel_with_their_colour_shift():
+    # unit 0 raises red, lowers blue and leaves green alone at every pixel of both inputs
+    values = torch.zeros(2, 2, 3, 6, 6, dtype=torch.float64)
+    values[0, :, 0] = 2.0
+    values[0, :, 2] = -1.0
+    values[0, 1, 0, 0, 0] = 4.0  # input 1 only: one brighter red pixel
+    r = ShapleyResult(values=values, stderr=values.abs() / 10, n_evaluations=1, intact=values.sum(0),
+                      empty=torch.zeros(2, 3, 6, 6, dtype=torch.float64), method="permutation",
+                      unit_labels=["g:0", "g:1"])
+    assert F.is_rgb_output((2, 3, 6, 6)) and not F.is_rgb_output((3, 6, 6)) and not F.is_rgb_output((2, 1, 6, 6))
+    fig = F.unit_detail(r, 0)
+    red, green, blue, shift, se = fig.data
+    assert [t.type for t in fig.data] == ["heatmap"] * 3 + ["image", "heatmap"]
+    assert np.asarray(red.z)[0, 0] == 3.0 and np.asarray(red.z)[1, 1] == 2.0  # mean over inputs: (2 + 4) / 2
+    np.testing.assert_array_equal(np.asarray(green.z), 0.0)
+    np.testing.assert_array_equal(np.asarray(blue.z), -1.0)
+    assert red.zmin == blue.zmin == -3.0 and red.zmax == 3.0  # one signed scale for the three channels
+    pixel = np.asarray(shift.z)[1, 1]
+    assert pixel.tolist() == [212, 128, 85]  # 127.5 + 127.5 * (2/3, 0, -1/3) of the scale, rounded half to even
+    np.testing.assert_allclose(np.asarray(se.z), values[0].abs().mean(axis=(0, 1)).numpy() / 10)
+    one = F.unit_detail(r, 0, sample=1)
+    assert np.asarray(one.data[0].z)[0, 0] == 4.0 and one.layout.title.text == "unit g:0 (input 1)"
+    assert F.colour_shift(np.zeros((3, 2, 2))).tolist() == [[[128] * 3] * 2] * 2  # no change: mid grey
+    table = F.top_outputs(r, 0, k=2)
+    assert table["channel"].tolist() == [0, 0] and table["value"].tolist() == [4.0, 2.0]
+    assert table["z"].tolist() == [10.0, 10.0]
+
+
+def test_top_outputs_without_standard_errors_print_a_dash():
+    table = F.top_outputs(_result(stderr=False), 0, k=3)
+    assert table["stderr"].tolist() == ["-"] * 3 and table["z"].tolist() == ["-"] * 3
+    assert table["value"].dtype == np.float64

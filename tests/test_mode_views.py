@@ -80,3 +80,22 @@ def test_grid_of_an_on_disk_run_needs_its_thumbnails(tmp_path):
     fig = mode_views.grid_figure(result, order="index", max_units=5, summaries=summaries)
     assert len(fig.data) == 5
     np.testing.assert_allclose(fig.data[2].z, values[2].mean(0).numpy(), rtol=1e-6)
+
+
+def test_unit_ranges_cover_the_units_once_in_order():
+    labels = [f"net.0:{i}" for i in range(96)] + [f"net.1:{i}" for i in range(4000)]
+    units = list(range(4096))  # sqrt(4096) = 64 a range
+    by_layer = mode_views.unit_ranges(units, labels, ranked=False)
+    assert [u for _, members in by_layer for u in members] == units
+    assert by_layer[0] == ("net.0:0 ... net.0:63", list(range(64)))
+    assert by_layer[1] == ("net.0:64 ... net.0:95", list(range(64, 96)))  # the layer ends the range
+    assert by_layer[2] == ("net.1:0 ... net.1:63", list(range(96, 160))) and max(len(m) for _, m in by_layer) == 64
+    assert len(by_layer) == 2 + 63  # 96 = 64 + 32, 4000 = 62 * 64 + 32
+    ranked = mode_views.unit_ranges(units[::-1], labels, ranked=True)
+    assert [name for name, _ in ranked][:2] == ["ranks 1-64", "ranks 65-128"] and ranked[-1][0] == "ranks 4033-4096"
+    assert ranked[0][1] == list(range(4095, 4031, -1)) and len(ranked) == 64
+    big = mode_views.unit_ranges(list(range(16384)), [f"x:{i}" for i in range(16384)], ranked=False)
+    assert len(big) == 128 and {len(m) for _, m in big} == {128}  # sqrt(n) a range past 4,096 units
+    tiny_layers = [f"l{i // 2}:{i % 2}" for i in range(1000)]  # 500 layers of two: ranges of 64 instead
+    assert len(mode_views.unit_ranges(list(range(1000)), tiny_layers, ranked=False)) == 16
+    assert mode_views.unit_ranges([5], [f"solo:{i}" for i in range(6)], ranked=False) == [("solo:5", [5])]

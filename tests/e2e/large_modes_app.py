@@ -1,6 +1,7 @@
 """Helpers shared by tests/e2e/test_large_modes_browser.py and bench/bench_large_modes.py: a synthetic
 on-disk image run in a run store, ``streamlit run app.py`` on a free port, and the Modes page's unit picker
-driven through the real widget (Playwright + Debian's Chromium)."""
+driven through the real widgets (Playwright + Debian's Chromium): one "Unit" selectbox up to 512 units, else
+"Unit range" then "Unit" (``ui.unit_picker``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,33 @@ def make_on_disk_run(home: str, n_units: int, n_images: int = 4, side: int = 32,
     return stored
 
 
+RGB_RUN_ID = "ce" * 32
+
+
+def make_rgb_run(home: str, n_units: int = 12, side: int = 32) -> Any:
+    """Store a synthetic in-memory run of ``n_units`` three-channel image modes ``(2, 3, side, side)`` (the
+    ``dcgan-digits`` subject); returns the stored ShapleyResult. Unit ``i`` raises red in a blob ``i + 1`` times
+    as strongly, shifts green along the rows (negative at the top, positive at the bottom) and lowers blue in the
+    blob, so its three channels and their colour shift all differ."""
+    import torch
+
+    from msa_core.result import ShapleyResult
+    from msa_core.runs import RunSpec, RunStore
+    from msa_core.runs.store import RunRecord
+
+    grid = torch.linspace(-1, 1, side, dtype=torch.float64)
+    blob = torch.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / 0.2)
+    mode = torch.stack([blob, 0.5 * grid[:, None].expand(side, side), -0.7 * blob])  # (3, side, side)
+    values = torch.stack([(1 + i / n_units) * mode for i in range(n_units)])[:, None].expand(n_units, 2, 3, side, side)
+    values = values.contiguous()
+    zeros = torch.zeros(values.shape[1:], dtype=torch.float64)
+    result = ShapleyResult(values=values, stderr=values.abs() / 20, n_evaluations=1, intact=zeros, empty=zeros,
+                           method="permutation", unit_labels=[f"rgb:{i}" for i in range(n_units)])
+    store = RunStore(home)
+    store.put(RunRecord(id=RGB_RUN_ID, spec=RunSpec(model="dcgan-digits"), result=result, created=2.0))
+    return store.get(RGB_RUN_ID).result
+
+
 __all__ = ["streamlit_server"]  # re-exported for the benchmark and the tests
 
 
@@ -92,19 +120,42 @@ def open_modes(page: Any, url: str, unit: int) -> float:
     return seconds
 
 
-def choose_unit(page: Any, unit: int) -> float:
-    """Pick ``unit`` in the "Unit" selectbox (typing its label, then Enter: the list of options is long and
-    virtualised); seconds from Enter until its detail is drawn."""
-    box = page.get_by_role("combobox", name="Unit", exact=True)
+def unit_range(totals: Any, unit: int, order: str = "total") -> tuple[str, int]:
+    """``(name, first unit)`` of the two-step picker's range that holds ``unit``, as the page builds it from the
+    run's per-unit totals ``(n_units,)`` (``msa_core.thumbnails.run_totals``) in ``order``."""
+    from msa_core import figures, mode_views
+
+    units = figures.unit_order(np.asarray(totals)[:, None], order)
+    labels = [unit_label(i) for i in range(len(units))]
+    return next((name, members[0]) for name, members in mode_views.unit_ranges(units, labels, ranked=order != "index")
+                if unit in members)
+
+
+def _pick(page: Any, label: str, text: str, title: str) -> float:
+    """Type ``text`` into the ``label`` selectbox (its option list is virtualised: typing filters it), press Enter;
+    seconds from Enter until a chart titled ``title`` is drawn."""
+    box = page.get_by_role("combobox", name=label, exact=True)
     box.click()
-    page.keyboard.type(f"{unit_label(unit)} (")
-    page.get_by_role("option", name=f"{unit_label(unit)} (", exact=False).first.wait_for()
+    page.keyboard.type(text)
+    page.get_by_role("option", name=text, exact=False).first.wait_for()
     start = time.perf_counter()
     box.press("Enter")
-    page.wait_for_function(DETAIL_SHOWN, arg=detail_title(unit), timeout=90_000, polling="raf")
+    page.wait_for_function(DETAIL_SHOWN, arg=title, timeout=90_000, polling="raf")
     seconds = time.perf_counter() - start
     settle(page)
     return seconds
+
+
+def choose_range(page: Any, name: str, first_unit: int) -> float:
+    """Pick the range ``name`` in the "Unit range" selectbox (two-step picker); seconds from Enter until the
+    detail of its first unit ``first_unit`` (which the page then selects) is drawn."""
+    return _pick(page, "Unit range", name, detail_title(first_unit))
+
+
+def choose_unit(page: Any, unit: int) -> float:
+    """Pick ``unit`` in the "Unit" selectbox (typing its label, then Enter); seconds from Enter until its detail
+    is drawn. With the two-step picker, ``unit`` must be in the range shown (:func:`choose_range` first)."""
+    return _pick(page, "Unit", f"{unit_label(unit)} (", detail_title(unit))
 
 
 def detail_z(page: Any, unit: int) -> np.ndarray:
