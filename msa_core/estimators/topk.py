@@ -229,7 +229,7 @@ class TopKEstimator(Estimator):
             c = arms["count"].to(runner.device, torch.float64).view(-1, *([1] * len(out_shape)))
             mean = arms.pop("sums").to(runner.device, torch.float64) / c.clamp(min=1)
             m2 = (arms.pop("squares").to(runner.device, torch.float64) - c * mean**2).clamp(min=0)
-            state.accumulator = MomentAccumulator(int(arms["rounds"]), mean, m2, arms["count"].cpu().to(torch.int64))
+            state.accumulator = MomentAccumulator(int(arms["rounds"]), mean, m2, arms["count"].cpu().to(torch.int64).clone())
         count = arms["count"].cpu().numpy().astype(np.int64).copy()
         s_sum = arms["s_sum"].cpu().numpy().astype(np.float64).copy()
         s_sq = arms["s_sq"].cpu().numpy().astype(np.float64).copy()
