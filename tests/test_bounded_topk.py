@@ -103,21 +103,23 @@ class Stop(Exception):
     pass
 
 
-def test_a_bounded_checkpoint_resumes_to_the_uninterrupted_values(tmp_path):
+@pytest.mark.parametrize("max_memory, on_disk", [("1MB", True), ("4MB", False)])  # one join order a step, or 2
+def test_a_bounded_checkpoint_resumes_to_the_uninterrupted_values(max_memory, on_disk, tmp_path):
     game = Interacting(N, SHAPE, seed=1)
-    kwargs = dict(KWARGS, max_memory="1MB")
+    kwargs = dict(KWARGS, max_memory=max_memory)
     whole = shapley_modes(game, N, scratch_dir=tmp_path / "whole", **kwargs)
     saved = []
 
     def on_block(state):
         saved.append(state.to_arrays())
-        if state.extra["count"].min() < state.extra["count"].max():  # past the rounds of whole chains
+        # a checkpoint after each step: stop inside a round of pairs (past the rounds of whole chains)
+        if state.extra["count"].min() < state.extra["count"].max() and state.extra.get("round", {}).get("done") == 2:
             raise Stop
 
     with pytest.raises(Stop):
         shapley_modes(game, N, scratch_dir=tmp_path / "part", on_block=on_block, **kwargs)
-    assert "accumulator/path" in saved[-1] and "accumulator/mean" not in saved[-1]  # moments stay on disk
-    assert saved[-1]["extra/count"].min() < saved[-1]["extra/count"].max()
+    assert ("accumulator/path" in saved[-1]) is on_disk and ("accumulator/mean" in saved[-1]) is not on_disk
+    assert saved[-1]["extra/round/done"] == 2 and saved[-1]["extra/round/m"] == 8  # 2 of the round's 8 merged
     resumed = shapley_modes(game, N, state=SamplingState.from_arrays(saved[-1]), **kwargs)
     assert resumed.metadata["topk"] == whole.metadata["topk"] and resumed.n_evaluations == whole.n_evaluations
     assert torch.equal(dense(resumed.values), dense(whole.values))
@@ -138,17 +140,19 @@ class CancelAfter(Interacting):
         return super().__call__(coalitions)
 
 
-@pytest.mark.parametrize("max_memory, rounds", [("1MB", 1), (None, 0)])
-def test_cancel_waits_for_a_split_round_and_the_state_resumes(max_memory, rounds, tmp_path):
+@pytest.mark.parametrize("max_memory, merged", [("1MB", 1), (None, 0)])
+def test_cancel_waits_for_a_streamed_join_order_and_the_state_resumes(max_memory, merged, tmp_path):
     kwargs = dict(KWARGS, max_memory=max_memory, batch_size=16)
     whole = shapley_modes(Interacting(N, SHAPE, seed=2), N, scratch_dir=tmp_path / "w", **kwargs)
     game = CancelAfter(N, SHAPE, seed=2, calls=3)  # the endpoints, then inside round 0
     state = SamplingState()
     with pytest.raises(RunCancelled):
         shapley_modes(game, N, cancel=game.cancel, state=state, scratch_dir=tmp_path / "c", **kwargs)
-    # streamed: round 0 was merged whole; in memory: the cancel stopped it before anything was merged
-    assert state.extra["rounds"] == rounds and state.next_unit == 8 * rounds
-    assert state.accumulator.counts.tolist() == [8 * rounds] * N
+    # streamed: the cancel waited for round 0's first join order; in memory: it stopped the round's one
+    # game call before anything was merged
+    assert state.extra["rounds"] == 0 and state.next_unit == 0
+    assert state.extra.get("round", {}).get("done", 0) == merged
+    assert state.accumulator.counts.tolist() == [merged] * N
     game.cancel.clear()
     resumed = shapley_modes(game, N, state=state, **kwargs)
     assert resumed.metadata["topk"] == whole.metadata["topk"]

@@ -108,51 +108,47 @@ class TopKEstimator(Estimator):
 
     def _pieces(
         self, runner: GameRunner, perms: torch.Tensor, units: np.ndarray, chain: bool, empty: torch.Tensor,
-        intact: torch.Tensor, group: int, chunk: int,
+        intact: torch.Tensor, chunk: int,
     ) -> Iterator[tuple[int, np.ndarray, torch.Tensor]]:
-        """A round's marginals piece by piece: yields ``(p, cols, marginals)``, the marginals
-        ``(len(cols), *out)`` of players ``units[cols]`` in join order ``perms[p]``.
+        """Marginals of join orders ``perms`` ``(g, n)`` piece by piece: yields ``(p, cols, marginals)``,
+        the marginals ``(len(cols), *out)`` of players ``units[cols]`` in join order ``perms[p]``.
 
-        ``group`` join orders per game call and, below a whole chain or all of ``units``, ``chunk``
-        positions or units per step (:func:`~msa_core.bounded.chain_chunks`). Every row's pieces
-        come in join-order order, so one-at-a-time merges do not depend on ``group`` or ``chunk``.
+        All ``g`` join orders in one game call where ``chunk`` covers a whole chain (or all of
+        ``units``), else ``chunk`` positions or units per step (:func:`~msa_core.bounded.chain_chunks`).
+        Every row's pieces come in join-order order, so one-at-a-time merges do not depend on how
+        join orders are grouped or on ``chunk``.
         """
-        m, n = perms.shape
+        g, n = perms.shape
         if chain and chunk >= n:
-            for g0 in range(0, m, group):
-                block = perms[g0 : g0 + group]
-                marginals = chain_marginals(chain_values(runner, block, empty, intact), block)
-                for p in range(len(block)):
-                    yield g0 + p, units, marginals[p]
+            marginals = chain_marginals(chain_values(runner, perms, empty, intact), perms)
+            for p in range(g):
+                yield p, units, marginals[p]
         elif chain:  # units is arange(n): a player is its own column
-            for p in range(m):
+            for p in range(g):
                 for players, marginals in chain_chunks(runner, perms[p], empty, intact, chunk):
                     yield p, players.numpy(), marginals
         else:  # two evaluations per unit: before and after it joins
-            positions = join_positions(perms)
-            for g0 in range(0, m, group):
-                pos = positions[g0 : g0 + group]
-                for c0 in range(0, len(units), chunk):
-                    cols = np.arange(c0, min(len(units), c0 + chunk))
-                    idx = torch.as_tensor(units[cols])
-                    before = pos.unsqueeze(1) < pos[:, idx].unsqueeze(2)  # (g, c, n): players ahead of the unit
-                    after = before.clone()
-                    after[:, torch.arange(len(cols)), idx] = True
-                    values = runner(torch.cat([before.reshape(-1, n), after.reshape(-1, n)]))
-                    half = len(pos) * len(cols)
-                    marginals = (values[half:] - values[:half]).reshape(len(pos), len(cols), *empty.shape)
-                    for p in range(len(pos)):
-                        yield g0 + p, cols, marginals[p]
+            pos = join_positions(perms)
+            for c0 in range(0, len(units), chunk):
+                cols = np.arange(c0, min(len(units), c0 + chunk))
+                idx = torch.as_tensor(units[cols])
+                before = pos.unsqueeze(1) < pos[:, idx].unsqueeze(2)  # (g, c, n): players ahead of the unit
+                after = before.clone()
+                after[:, torch.arange(len(cols)), idx] = True
+                values = runner(torch.cat([before.reshape(-1, n), after.reshape(-1, n)]))
+                marginals = (values[g * len(cols):] - values[: g * len(cols)]).reshape(g, len(cols), *empty.shape)
+                for p in range(g):
+                    yield p, cols, marginals[p]
 
     def _merge_round(self, runner: GameRunner, state: SamplingState, pieces: Any, scalar: np.ndarray,
                      units: np.ndarray, shape: tuple[int, ...], split: bool) -> None:
-        """Merge a round's pieces into ``state.accumulator`` one join order at a time (per-row counts)
-        and their summaries into ``scalar`` ``(m, len(units))``.
+        """Merge the pieces of a step (a few join orders of a round) into ``state.accumulator`` one
+        join order at a time (per-row counts) and their summaries into ``scalar`` ``(g, len(units))``.
 
-        A round evaluated in one game call merges nothing before its last evaluation, so a cancel
-        may stop it; a ``split`` round is merged as it is evaluated, so a cancel waits for its end
+        A step evaluated in one game call merges nothing before its last evaluation, so a cancel
+        may stop it; a ``split`` step is merged as it is evaluated, so a cancel waits for its end
         (the state is then whole) and any other error inside it resets ``state`` to no samples (the
-        last checkpoint, taken after a whole round, stays the one to resume from).
+        last checkpoint, taken after a whole step, stays the one to resume from).
         """
         acc, cancel, merged = state.accumulator, runner.cancel, False
         if split:
@@ -240,20 +236,36 @@ class TopKEstimator(Estimator):
         lcb = arms["lcb"].cpu().numpy().astype(np.float64).copy()
         ucb = arms["ucb"].cpu().numpy().astype(np.float64).copy()
         next_perm = state.next_unit
-        group, chunk = (memory.block, n) if memory.mode == "blocks" else (1, memory.chunk)
+        # join orders merged (and checkpointed) together, and positions or units per game call
+        step, chunk = (memory.block, n) if memory.mode == "blocks" else (1, memory.chunk)
         while active.any() and n > 1:
             # a whole chain (all marginals) is cheaper while most units are unresolved
             chain = 2 * int(active.sum()) >= n - 1
-            per_perm = n - 1 if chain else 2 * int(active.sum())
-            m = min(self.permutations_per_round, (budget - runner.n_evaluations) // max(1, per_perm))
-            if m < 1:
-                break
-            runner.check_cancel()
-            perms = draw_permutations(seed, range(next_perm, next_perm + m), n)
             units = np.arange(n) if chain else np.nonzero(active)[0]
-            scalar = np.zeros((m, len(units)))
-            pieces = self._pieces(runner, perms, units, chain, empty, intact, group, chunk)
-            self._merge_round(runner, state, pieces, scalar, units, shape, split=group < m or chunk < len(units))
+            pending = arms.get("round")  # a round that a checkpoint or a cancel left half done
+            if pending is None:
+                per_perm = n - 1 if chain else 2 * len(units)
+                m = min(self.permutations_per_round, (budget - runner.n_evaluations) // max(1, per_perm))
+                if m < 1:
+                    break
+                done, scalar = 0, np.zeros((m, len(units)))
+            else:
+                m, done = int(pending["m"]), int(pending["done"])
+                scalar = torch.as_tensor(pending["scalar"]).cpu().numpy().astype(np.float64).copy()
+            perms = draw_permutations(seed, range(next_perm, next_perm + m), n)
+            while done < m:
+                runner.check_cancel()
+                block = perms[done : done + step]
+                pieces = self._pieces(runner, block, units, chain, empty, intact, chunk)
+                self._merge_round(runner, state, pieces, scalar[done : done + len(block)], units, shape,
+                                  split=chunk < len(units))
+                done += len(block)
+                if done < m:  # the state is whole after every step: a checkpoint, and a cancel, may come here
+                    arms["round"] = {"m": m, "done": done, "scalar": torch.from_numpy(scalar.copy())}
+                    state.n_evaluations = runner.n_evaluations
+                    if on_block is not None:
+                        on_block(state)
+            arms.pop("round", None)
             next_perm += m
             rounds += 1
             count[units] += m
