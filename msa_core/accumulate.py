@@ -47,13 +47,10 @@ def welford_rows(
     return mean + delta * (1 / total), m2 + delta**2 * (count * 1 / total)
 
 
-def _row_counts(counts: Any, ndim: int, like: Any) -> Any:
-    """Per-row counts as float64 shaped ``(rows, 1, ...)`` to broadcast over rows of ``ndim`` dims,
-    a tensor on ``like``'s device or an ndarray where ``like`` is one."""
-    shape = (-1, *([1] * (ndim - 1)))
-    if isinstance(like, np.ndarray):
-        return np.asarray(counts, dtype=np.float64).reshape(shape)
-    return torch.as_tensor(counts).to(like.device, torch.float64).reshape(shape)
+def _row_counts(counts: Any, ndim: int, like: torch.Tensor) -> torch.Tensor:
+    """Per-row counts (tensor or ndarray ``(rows,)``) as float64 ``(rows, 1, ...)`` on ``like``'s
+    device, to broadcast over rows of ``ndim`` dims."""
+    return torch.as_tensor(counts).to(like.device, torch.float64).reshape(-1, *([1] * (ndim - 1)))
 
 
 def row_stderr(m2: Any, counts: Any) -> Any:
