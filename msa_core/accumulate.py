@@ -125,11 +125,16 @@ class MomentAccumulator:
         if self.mean is None:
             self.mean = torch.zeros(shape, dtype=torch.float64, device=sample.device)
             self.m2 = torch.zeros(shape, dtype=torch.float64, device=sample.device)
-        rows = rows.to(self.mean.device)
+        sample = sample.to(self.mean.device, torch.float64)
+        every = len(rows) == len(self.mean) and bool((rows.cpu() == torch.arange(len(rows))).all())
         count = self.count if self.counts is None else _row_counts(self.counts[rows.cpu()], self.mean.ndim, self.mean)
-        mean, m2 = welford_rows(self.mean[rows], self.m2[rows], sample.to(self.mean.device, torch.float64), count)
-        self.mean.index_copy_(0, rows, mean)
-        self.m2.index_copy_(0, rows, m2)
+        if every:  # all rows in order (a whole chain): no gathers, the same arithmetic
+            self.mean, self.m2 = welford_rows(self.mean, self.m2, sample, count)
+        else:
+            rows = rows.to(self.mean.device)
+            mean, m2 = welford_rows(self.mean[rows], self.m2[rows], sample, count)
+            self.mean.index_copy_(0, rows, mean)
+            self.m2.index_copy_(0, rows, m2)
         if self.counts is not None:
             self.counts[rows.cpu()] += 1
 
