@@ -76,7 +76,8 @@ class LowRankLinearGame:
 def run_linear(max_memory: str, n_permutations: int, scratch: Path, n_players: int, shape: tuple[int, ...],
                method: str = "permutation") -> dict:
     """Part (a) in this process with ``method`` (the budget of ``n_permutations`` join orders;
-    truncated with tolerance 0, so that its values are exact too); returns the figures."""
+    truncated with tolerance 0, so that its values are exact too; topk's rounds of whole chains give
+    every unit its exact mode as well); returns the figures."""
     import numpy as np
     import torch
 
@@ -107,7 +108,10 @@ def run_linear(max_memory: str, n_permutations: int, scratch: Path, n_players: i
             "disk_gb": round(disk / 2**30, 2), "max_abs_error": error,
             "result_gb_float64": round(2 * n_players * int(np.prod(shape)) * 8 / 2**30, 2),
             "memory_plan": result.metadata.get("memory"), "open_one_mode_ms": round(open_ms, 1),
-            "mode_shape": list(one_mode.shape), "on_disk": is_on_disk(values)}
+            "mode_shape": list(one_mode.shape), "on_disk": is_on_disk(values),
+            **({"topk_rounds": result.metadata["topk"]["rounds"],
+                "topk_samples_per_unit": sorted(set(result.metadata["topk"]["samples_per_unit"]))}
+               if method == "topk" else {})}
 
 
 def run_gan(n_latents: int, positions: int, max_memory: str, n_permutations: int = 0) -> dict:
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-memory", default="4G")
     parser.add_argument("--permutations", type=int, default=2)
     parser.add_argument("--players", type=int, default=N_PLAYERS)
-    parser.add_argument("--method", default="permutation", choices=["permutation", "antithetic", "truncated", "owen"],
+    parser.add_argument("--method", default="permutation",
+                        choices=["permutation", "antithetic", "truncated", "owen", "topk"],
                         help="linear: the sampling method (its budget: --permutations join orders)")
     parser.add_argument("--shape", default=",".join(map(str, OUTPUT_SHAPE)))
     parser.add_argument("--latents", type=int, default=2, help="latents of the GAN game on this CPU (paper: 32)")

@@ -6,9 +6,10 @@ the bound:
 * ``"blocks"``: the usual loop (blocks of sample units ``(units, n, *output)``, merged with Chan's
   update), with as many units per block as fit (the unbounded block size where it fits, so the run
   is bit-identical to one without a bound);
-* ``"stream"`` (permutation, antithetic, truncated, owen): one unit at a time, ``chunk`` players at
-  a time (:meth:`~msa_core.estimators.base.SamplingEstimator.stream_unit`: a join order's chain
-  walked ``chunk`` positions at a time, or ``chunk`` players' flipped Owen coalitions per stratum);
+* ``"stream"`` (permutation, antithetic, truncated, owen, topk): one unit at a time, ``chunk`` players
+  at a time (:meth:`~msa_core.estimators.base.SamplingEstimator.stream_unit`: a join order's chain
+  walked ``chunk`` positions at a time, or ``chunk`` players' flipped Owen coalitions per stratum;
+  topk walks each join order of a round the same way, or ``chunk`` unresolved units' pairs at a time);
   each chunk's samples are merged into the rows of the players it reached
   (:func:`~msa_core.accumulate.welford_rows`), so neither a unit's samples ``(n, *output)`` nor its
   chain values are ever held whole. Accumulators stay in memory where they fit, else on disk
@@ -37,23 +38,35 @@ from .ondisk import DEFAULT_CHUNK_BYTES
 
 __all__ = ["MemoryPlan", "memory_plan", "stream_estimate", "disk_result", "STREAMING_METHODS", "scratch_folder"]
 
-STREAMING_METHODS = ("permutation", "antithetic", "truncated", "owen")
+STREAMING_METHODS = ("permutation", "antithetic", "truncated", "owen", "topk")
 """Methods that can stream a unit chunk by chunk (and so keep any game under any bound); their
-estimators have ``streams = True`` and implement ``stream_unit``."""
+estimators have ``streams = True`` and implement ``stream_unit`` (topk streams its rounds itself,
+:meth:`~msa_core.estimators.topk.TopKEstimator.estimate`)."""
 
 _F64 = 8
 # Live (n_players, *output) float64 arrays per sample unit in the block loop, at the peak (chain
 # values, runner batches and their concatenation, steps, marginals, deviations): measured shapes of
 # the code paths, rounded up.
-_UNIT_ARRAYS = {"permutation": 6, "antithetic": 13, "truncated": 7}
+_UNIT_ARRAYS = {"permutation": 6, "antithetic": 13, "truncated": 7, "topk": 4}
 # Live (n_players, *output) arrays of the accumulators in the block loop: mean, m2, the block's own
 # mean and m2, and the merge's temporaries.
 _BLOCK_ACC_ARRAYS = 6
 _CHECKPOINT_ARRAYS = 3  # a checkpoint copies mean and m2 and serialises them
+# topk merges its block's join orders one at a time (per-row counts): mean, m2 and the temporaries of
+# a merge of all rows (gathered mean and m2, deviations, products, the new mean and m2)
+_TOPK_ACC_ARRAYS = 8
 # Live (*output) rows per chain position (per player for owen) in the streamed walk: values, runner
 # batches, steps, gathered mean and m2, deviations and the merged rows (twice for antithetic pairs;
 # truncated adds the cut copy; owen holds n_strata flipped values and marginals per player).
-_STREAM_ROWS = {"permutation": 10, "antithetic": 20, "truncated": 12}
+_STREAM_ROWS = {"permutation": 10, "antithetic": 20, "truncated": 12, "topk": 12}
+
+
+def _coalition_bytes(estimator: Any, n_players: int) -> tuple[int, int]:
+    """Bytes of bool coalitions and small per-player arrays: ``(per unit of a block, per position of
+    a streamed step)``. Only topk's are counted: its pair rounds build ``(units, n)`` masks twice."""
+    if estimator.name != "topk":
+        return 0, 0
+    return 3 * n_players * n_players, 6 * n_players
 
 
 def _stream_rows(estimator: Any) -> tuple[int, int]:
@@ -113,12 +126,16 @@ def memory_plan(
     (:data:`STREAMING_METHODS`), with ``chunk`` players (chain positions) per step and the
     accumulators on disk unless they fit in half the bound. Raises ValueError with the sizes
     involved where no way fits (a method that cannot stream, or a bound below what one player's
-    output rows need).
+    output rows need). For topk a block's units are the join orders of one round evaluated in one
+    game call (``natural_block``: its ``permutations_per_round``), and a streamed step holds ``chunk``
+    chain positions or unresolved units of one join order.
     """
     mode_size = n_players * max(1, output_size) * _F64  # one (n, *output) float64 array
     natural = natural_block or estimator.units_per_block(n_players, output_size)
-    acc_blocks = (_BLOCK_ACC_ARRAYS + (_CHECKPOINT_ARRAYS if checkpoints else 0)) * mode_size
-    per_unit = _unit_arrays(estimator) * mode_size
+    acc_arrays = _TOPK_ACC_ARRAYS if estimator.name == "topk" else _BLOCK_ACC_ARRAYS
+    acc_blocks = (acc_arrays + (_CHECKPOINT_ARRAYS if checkpoints else 0)) * mode_size
+    unit_masks, position_masks = _coalition_bytes(estimator, n_players)
+    per_unit = _unit_arrays(estimator) * mode_size + unit_masks
     if acc_blocks + per_unit <= max_memory:
         block = int(min(natural, max(1, (max_memory - acc_blocks) // per_unit)))
         return MemoryPlan("blocks", block, n_players, False, DEFAULT_CHUNK_BYTES, max_memory,
@@ -131,13 +148,14 @@ def memory_plan(
         )
     row = max(1, output_size) * _F64
     rows_per_position, rows_held = _stream_rows(estimator)
-    per_position = rows_per_position * row
-    in_memory = (2 + (_CHECKPOINT_ARRAYS if checkpoints else 0)) * mode_size + rows_held * row
+    per_position = rows_per_position * row + position_masks
+    held_round = 16 * n_players * natural if estimator.name == "topk" else 0  # a round's summaries, positions
+    in_memory = (2 + (_CHECKPOINT_ARRAYS if checkpoints else 0)) * mode_size + rows_held * row + held_round
     chunk_bytes = int(max(row, min(DEFAULT_CHUNK_BYTES, max_memory // 16)))
     if in_memory + 8 * per_position <= max_memory // 2:  # accumulators fit with room for the walk
         on_disk, held = False, in_memory
     else:
-        on_disk, held = True, 2 * chunk_bytes + rows_held * row
+        on_disk, held = True, 2 * chunk_bytes + rows_held * row + held_round
     chunk = int(min(max(1, n_players), (max_memory - held) // per_position))
     if chunk < 1:
         raise ValueError(
@@ -269,6 +287,8 @@ def disk_result(estimator: Any, state: Any, *, seed: int, elapsed_s: float, max_
     """The :class:`~msa_core.result.ShapleyResult` of on-disk moments: values and stderr stay on disk."""
     acc = state.accumulator
     stderr = acc.finalize_stderr(max_bytes)
-    estimator.finish_on_disk(acc.mean, stderr, state, max_bytes=max_bytes)
+    finish = getattr(estimator, "finish_on_disk", None)  # topk's means are its values as they are
+    if finish is not None:
+        finish(acc.mean, stderr, state, max_bytes=max_bytes)
     return state.to_result(acc.mean, stderr, method=estimator.name, seed=seed, elapsed_s=elapsed_s,
                            n_samples=acc.count, metadata={"arrays": str(acc.path)})

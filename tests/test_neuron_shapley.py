@@ -110,3 +110,23 @@ def test_topk_on_a_lesion_game_of_a_small_mlp():
 def test_empirical_bernstein_radius_shrinks_with_samples():
     radius = empirical_bernstein_radius(np.array([1.0, 1.0, 1.0]), np.array([1, 10, 1000]), 1.0, 0.05)
     assert np.isinf(radius[0]) and radius[1] > radius[2] > 0
+
+
+def test_topk_resumes_a_checkpoint_that_kept_sums_of_marginals():
+    # the arms' moments were once sums of marginals and of their squares in state.extra
+    from msa_core.estimators import SamplingState
+
+    kwargs = dict(method="topk", n_permutations=400, seed=2, estimator_options={"k": 2, "permutations_per_round": 8})
+    whole = shapley_modes(vector_game, 8, **kwargs)
+    saved = []
+    shapley_modes(vector_game, 8, on_block=lambda state: saved.append(state.state_dict()), **kwargs)
+    state = SamplingState.from_state_dict(saved[3])
+    acc, c = state.accumulator, state.extra["count"].double().view(-1, 1)
+    assert acc.counts.tolist() == state.extra["count"].tolist()
+    state.extra.update(sums=acc.mean * c, squares=acc.m2 + c * acc.mean**2)
+    state.accumulator = type(acc)()
+    resumed = shapley_modes(vector_game, 8, state=state, **kwargs)
+    assert resumed.metadata["topk"]["top_k"] == whole.metadata["topk"]["top_k"]
+    assert resumed.n_evaluations == whole.n_evaluations
+    assert torch.allclose(resumed.values, whole.values, rtol=0, atol=1e-12)
+    assert torch.allclose(resumed.stderr, whole.stderr, rtol=0, atol=1e-12)

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..bounded import STREAMING_METHODS
 from ..memory import resolve_max_memory
 from ..result import ShapleyResult
 from ..types import Game
@@ -86,8 +87,8 @@ __all__ = [
     "draw_permutation",
 ]
 
-BOUNDED_ESTIMATORS = (SamplingEstimator, ExactEstimator, RegressionEstimator, AutoEstimator)
-"""Estimators that take ``max_memory`` (all but topk, whose arm statistics stay in memory)."""
+BOUNDED_ESTIMATORS = (SamplingEstimator, ExactEstimator, RegressionEstimator, AutoEstimator, TopKEstimator)
+"""Estimators that take ``max_memory`` (every method of :data:`METHODS`)."""
 
 METHODS: dict[str, Callable[..., Estimator]] = {
     "exact": ExactEstimator,
@@ -199,14 +200,14 @@ def shapley_modes(
             ``{"k": 5}`` for "topk").
         max_memory: bound on the run's working arrays: bytes or a size such as "4GB" (None: half
             the memory available when the run starts, or ``$MSA_MAX_MEMORY``). Sampling methods size
-            their blocks to it; "permutation", "antithetic", "owen" and "truncated" stream one sample
-            unit at a time, a chunk of positions or players at a time, and keep their accumulators on
-            disk when needed, so they meet any bound with the same values and evaluations. "exact" and the regressions ("kernel",
+            their blocks to it; "permutation", "antithetic", "owen", "truncated" and "topk" stream
+            one sample unit (topk: one join order of a round) at a time, a chunk of positions or
+            players at a time, and keep their accumulators on disk when needed, so they meet any
+            bound with the same values, evaluations (and topk's stopping decisions). "exact" and the regressions ("kernel",
             "leverage", "kadd", "regression_mc", and "auto") spill the game values to disk
             (coalitions x outputs x 8 bytes) and solve by output column chunks where their state does
             not fit; they raise ValueError where one output column cannot be solved within the
-            bound. "topk" does not take a bound (an explicit one raises ValueError). See
-            :mod:`msa_core.bounded` and :mod:`msa_core.bounded_linear`.
+            bound. See :mod:`msa_core.bounded` and :mod:`msa_core.bounded_linear`.
         scratch_dir: folder for on-disk accumulators and spilled values (default: the temp
             directory); a result computed there keeps its ``values``/``stderr`` there
             (:class:`~msa_core.ondisk.ChunkedArray`).
@@ -232,8 +233,8 @@ def shapley_modes(
     if isinstance(estimator, BOUNDED_ESTIMATORS):
         bounds = {"max_memory": resolve_max_memory(max_memory), "scratch_dir": scratch_dir}
     elif max_memory is not None:
-        raise ValueError(f"method {method!r} keeps its state in memory and does not take max_memory; "
-                         "use a sampling method ('permutation', 'antithetic', 'owen', 'truncated') or a regression for games that do not fit")
+        raise ValueError(f"method {method!r} keeps its state in memory and does not take max_memory; use one of "
+                         f"{', '.join(STREAMING_METHODS)} or a regression for games that do not fit")
     started = time.perf_counter()
     result = estimator.estimate(runner, n_players, budget=budget, seed=int(seed), state=state, on_block=on_block,
                                 **bounds)
