@@ -3,27 +3,16 @@ a run will do under a bound is what the run does."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 
 from msa_core.estimators import METHODS
 from msa_core.memory import resolve_max_memory
-from msa_core.runs import RunSpec, RunStore, estimate_cost, execute, resolve
+from msa_core.runs import RunSpec, RunStore, estimate_cost, execute
 from msa_core.runs.cost import memory_outlook
 
-RECIPE = textwrap.dedent(
-    '''
-    import torch
-    from torch import nn
+from .test_seams import wide_recipe  # noqa: F401 - the fixture
 
-    def make():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 500), nn.Softmax(-1)).double()
-        return {"model": model, "inputs": torch.randn(6, 4, dtype=torch.float64), "default_units": ["1"]}
-    '''
-)
 OUTPUTS = 6 * 500
 
 
@@ -33,10 +22,9 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("cost_memory") / "cost_memory_recipe.py"
-    path.write_text(RECIPE)
-    return f"{path}:make"
+def recipe(wide_recipe) -> str:
+    """The seam matrix's float64 recipe with 6 x 500 outputs (5 players)."""
+    return wide_recipe
 
 
 @pytest.mark.parametrize("bound", ["1MB", "2MB", "64MB"])
