@@ -11,7 +11,7 @@ from msa_core.estimators import MAX_EXACT_PLAYERS, METHOD_DESCRIPTIONS, METHODS
 from ui import resources, state
 from ui.backend import RunSpec, describe_units, progress_text, run_budget
 from ui.errors import message, shown
-from ui.run_cost import run_cost, run_plan
+from ui.run_cost import automatic_bound_text, memory_bound, run_cost, run_plan
 
 DEFAULT_BUDGET = 2_000  # game evaluations: seconds on the built-in models
 
@@ -49,6 +49,7 @@ def job_panel(job: str) -> None:
     if status.state == "done":
         state.set_run(status.run_id)
         st.session_state["msa_last_done"] = status.run_id
+        st.session_state["msa_last_on_disk"] = bool(status.on_disk)
         st.rerun()
     elif status.state == "cancelled":
         st.session_state["msa_last_note"] = ("warning", "The run was cancelled; its progress is checkpointed and "
@@ -66,7 +67,9 @@ if note:
     (st.error if note[0] == "error" else st.warning)(note[1])
 done_id = st.session_state.get("msa_last_done")
 if done_id and done_id == state.run_id():
-    st.success(f"Run {done_id[:8]} is ready.")
+    st.success(f"Run {done_id[:8]} is ready." + (" Its values stay on disk (streamed within the memory bound); "
+                                                 "every page reads them a range at a time."
+                                                 if st.session_state.get("msa_last_on_disk") else ""))
     c1, c2, c3 = st.columns(3)
     c1.page_link("pages/modes.py", label="Open its Shapley modes", icon=":material/grid_view:")
     c2.page_link("pages/lesion_curves.py", label="Lesion curves", icon=":material/trending_down:")
@@ -117,6 +120,16 @@ with right:
                               help="Coalitions of lesioned units the model is run on. Exact values need 2^n.")
     seed = state.url_widget(st.number_input, "Seed", "seed", default=0, min_value=0, max_value=2**31 - 1)
     label = state.url_widget(st.text_input, "Label (optional)", "label", default="")
+    bound_text = state.url_widget(st.text_input, "Memory bound (optional)", "max_memory", default="",
+                                  placeholder="automatic", help="Bound on the run's working arrays, e.g. 4GB or "
+                                  "512MB; empty: automatic. Under a tight bound the sampling methods stream one "
+                                  "sample at a time and keep their accumulators and result on disk, with the same "
+                                  "values. It does not change the run: a stored run is found whatever its bound.")
+    max_memory, bound_error = memory_bound(bound_text)
+    if bound_error:
+        st.error(bound_error)
+    elif max_memory is None:
+        st.caption(automatic_bound_text())
 
 spec = RunSpec(model=state.model(), units=units, preset=preset, objective=objective, lesion=lesion, method=method,
                budget=int(budget), options=options, seed=int(seed), label=label,
@@ -124,17 +137,19 @@ spec = RunSpec(model=state.model(), units=units, preset=preset, objective=object
 cost, n_players, too_big = None, None, False
 incomplete = pick == "custom layers" and units is None
 with shown("Estimating the cost"):
-    if not incomplete:
+    if not incomplete and not bound_error:
         n_players = run_plan(spec)["n_players"]
         too_big = method == "exact" and n_players > MAX_EXACT_PLAYERS
         if not too_big:
-            cost = run_cost(spec)
+            cost = run_cost(spec, max_memory=max_memory)
+memory = cost["memory"] if cost else None
+refused = bool(memory and memory["error"])
 if cost is not None or too_big:
     c1, c2, c3 = st.columns(3)
     c1.metric("Players (units)", cost["n_players"] if cost else n_players)
     c2.metric("Evaluations", f"{cost['evaluations']:,}" if cost else "too many",
               help="an adaptive method's cap" if method == "topk" else None)
-    if cost:
+    if cost and not refused:
         low, high = cost["seconds_low"], cost["seconds_high"]
         c3.metric("Expected time", f"{low:.1f} s" if cost["complete"] or high - low < 0.05 * high + 0.05
                   else f"{low:.1f} to {high:.1f} s",
@@ -144,11 +159,16 @@ if cost is not None or too_big:
     if too_big:
         st.error(f"Exact values need 2^{n_players} coalitions: choose at most {MAX_EXACT_PLAYERS} units or a "
                  "sampling estimator.")
+if memory:
+    if refused:
+        st.error(f"Memory: {memory['text']}")
+    else:
+        (st.info if memory["on_disk"] else st.caption)(f"Memory: {memory['text']}.")
 launch = st.button("Launch the run", type="primary", icon=":material/play_arrow:",
-                   disabled=too_big or bool(job_id) or incomplete)
+                   disabled=too_big or bool(job_id) or incomplete or bool(bound_error) or refused)
 if launch:
     with shown("Launching the run"):
-        st.session_state[state.JOB] = resources.runner().submit(spec)
+        st.session_state[state.JOB] = resources.runner().submit(spec, max_memory=max_memory)
         st.session_state[state.JOB_SPEC] = spec
         st.rerun()
 

@@ -47,6 +47,12 @@ RECIPE = textwrap.dedent(
 
     def make_boom():
         return _base(Boom())
+
+    def make_wide():
+        """float64 and 8 x 250 outputs: under a 2 MB bound a permutation run streams to disk."""
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), Slow(), nn.Linear(16, 250)).double()
+        return {"model": model, "inputs": torch.randn(8, 6, dtype=torch.float64), "default_units": ["1"]}
     '''
 )
 
@@ -164,3 +170,65 @@ def test_cancel_a_queued_job(recipe, runner):
         assert runner.wait(first, timeout=30).state in ("cancelled", "done")
     finally:
         slow.delay = 0.0
+
+
+def test_a_bounded_job_streams_to_disk_cancels_and_resumes_to_the_unbounded_values(recipe, runner, tmp_path):
+    spec = RunSpec(f"{recipe}:make_wide", n_permutations=120, seed=3)
+    job = runner.submit(spec, max_memory="2MB")
+    slow = _slow_class(recipe)
+    slow.delay = 0.01
+    try:
+        deadline = time.monotonic() + 60
+        status = runner.status(job)
+        while not (status.state == "running" and status.done > 2 + 15 * 10):
+            assert status.state in ("queued", "running"), status
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+            status = runner.status(job)
+        assert status.max_memory == 2 * 2**20 and status.on_disk is None  # not done: nowhere yet
+        assert runner.cancel(job)
+        status = runner.wait(job, timeout=30)
+    finally:
+        slow.delay = 0.0
+    assert status.state == "cancelled" and runner.store.has_checkpoint(status.run_id)
+    resumed = runner.wait(runner.submit(spec, max_memory="2MB"), timeout=60)
+    assert resumed.state == "done", resumed.error
+    assert resumed.on_disk is True and resumed.memory["mode"] == "stream" and resumed.memory["on_disk"]
+    record = runner.store.get(resumed.run_id)
+    assert record.params["resumed_from_unit"] >= 10 and record.result.on_disk
+    reference = execute(spec, RunStore(tmp_path / "reference"))  # unbounded, in memory
+    assert not reference.result.on_disk
+    assert torch.allclose(record.result.values.to_tensor(), reference.result.values, rtol=0, atol=1e-12)
+    assert torch.allclose(record.result.stderr.to_tensor(), reference.result.stderr, rtol=0, atol=1e-12)
+    again = runner.status(runner.submit(spec))  # from the store: still says where it is
+    assert again.cached and again.on_disk is True
+
+
+def test_job_options_come_from_the_runner_or_submit_and_are_checked(recipe, tmp_path):
+    runner = JobRunner(RunStore(tmp_path / "store"), max_memory="64MB")
+    try:
+        spec = RunSpec(f"{recipe}:make", n_permutations=3, seed=1)
+        done = runner.wait(runner.submit(spec), timeout=60)
+        assert done.state == "done" and done.max_memory == 64 * 2**20 and done.backend == "local"
+        assert done.on_disk is False and done.memory["mode"] == "blocks"
+        assert runner.status(runner.submit(spec.replace(seed=2), max_memory="32MB")).max_memory == 32 * 2**20
+        with pytest.raises(ValueError, match="not a size"):
+            runner.submit(spec, max_memory="lots")
+        with pytest.raises(ValueError, match="at least 1 MB"):
+            runner.submit(spec, max_memory="10KB")
+        with pytest.raises(ValueError, match="'topk' keeps its state in memory"):
+            runner.submit(spec.replace(method="topk", options={"k": 2}))  # the runner's bound applies
+        with pytest.raises(ValueError, match="only used with backend 'ray'"):
+            runner.submit(spec, ray_options={"accumulate": "workers"})
+        with pytest.raises(ValueError, match="accumulate must be one of workers, driver, auto"):
+            runner.submit(spec, backend="ray", ray_options={"accumulate": "everywhere"})
+        with pytest.raises(ValueError, match="unknown ray option 'cores'"):
+            runner.submit(spec, backend="ray", ray_options={"cores": 2})
+        with pytest.raises(ValueError, match="units_per_task must be a positive integer"):
+            runner.submit(spec, backend="ray", ray_options={"units_per_task": 0})
+        with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+            runner.submit(spec, backend="gpu")
+    finally:
+        runner.shutdown()
+    with pytest.raises(ValueError, match="only used with backend 'ray'"):
+        JobRunner(RunStore(tmp_path / "other"), ray_options={"workers": 2})

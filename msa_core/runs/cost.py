@@ -6,20 +6,31 @@ budget, options, batch size and evaluation path: :func:`~msa_core.runs.execute.r
 run for about ``probe_seconds``, stops it, and extrapolates the planned evaluations from the rate of
 the batches it timed (the first batch, which pays for warm-up and compilation, is left out). Nothing is
 stored: the probe writes no checkpoint and no run.
+
+The probe runs under the run's own memory bound (``max_memory``: a streamed run is timed streaming), and
+:func:`memory_outlook` says, from the estimators' own memory plans, how the run will keep within it:
+in memory, streamed with its accumulators (and result) on disk, or with its game values spilled to disk.
 """
 
 from __future__ import annotations
 
+import math
+import tempfile
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from ..estimators import RunCancelled
+from ..estimators import (
+    BOUNDED_ESTIMATORS, AutoEstimator, ExactEstimator, RegressionEstimator, RunCancelled, SamplingEstimator,
+    make_estimator,
+)
+from ..memory import format_bytes, resolve_max_memory
 from .execute import plan, run_estimator
-from .spec import ResolvedRun, RunSpec, resolve
+from .spec import ResolvedRun, RunSpec, budget_evaluations, resolve
 
-__all__ = ["estimate_cost"]
+__all__ = ["estimate_cost", "memory_outlook"]
 
 
 class _Deadline:
@@ -37,22 +48,103 @@ class _Deadline:
         return elapsed >= 3 * self.seconds or (elapsed >= self.seconds and len(self.samples) >= 3)
 
 
-def _seconds_per_row(game: Any) -> float:
-    """Seconds per coalition of one small call, after warming up both evaluation paths (compiled
-    kernels are compiled here, not inside the timed batches)."""
+def _seconds_per_row(game: Any) -> tuple[float, int]:
+    """``(seconds per coalition of one small call, output values per coalition)``, after warming up both
+    evaluation paths (compiled kernels are compiled here, not inside the timed batches)."""
     n = int(game.n_players)
     coalitions = torch.ones((2, n), dtype=torch.bool)
     coalitions[0, ::2] = False
-    game(coalitions)
+    output_size = max(1, math.prod(tuple(torch.as_tensor(game(coalitions)).shape[1:])))
     along_orders = getattr(game, "evaluate_permutations", None)
     if callable(along_orders) and n > 1:
         along_orders(torch.stack([torch.arange(n), torch.arange(n).flip(0)]))
     began = time.perf_counter()
     game(coalitions)
-    return (time.perf_counter() - began) / 2
+    return (time.perf_counter() - began) / 2, output_size
 
 
-def estimate_cost(run: RunSpec | ResolvedRun, *, probe_seconds: float = 1.5) -> dict[str, Any]:
+def memory_outlook(spec: RunSpec, n_players: int, output_size: int, max_memory: int | str | None = None,
+                   scratch_dir: Any = None) -> dict[str, Any]:
+    """How a run of ``spec`` on ``n_players`` players with ``output_size`` values per coalition keeps
+    within ``max_memory`` (bytes or "4GB"; None: automatic), from its estimator's own memory plan
+    (:func:`msa_core.bounded.memory_plan`, :mod:`msa_core.estimators.spilled`); no game calls.
+
+    Returns:
+        ``{"max_memory", "automatic", "method", "mode", "on_disk", "disk_bytes", "error", "text"}``: the
+        bound in bytes and whether it is the automatic one; the method that runs ("auto" resolved);
+        ``mode`` "blocks"/"stream" (sampling), "memory"/"spill" (exact, regressions) or "unbounded"
+        (topk); whether the result stays on disk; bytes written to disk (spilled values; None where the
+        plan does not count them); ``error`` (one line) where the run cannot keep within the bound (the
+        run would raise it), else None; ``text``: one line for the user.
+    """
+    bound = resolve_max_memory(max_memory)
+    n, outputs = int(n_players), max(1, int(output_size))
+    budget = budget_evaluations(spec, n)
+    estimator = make_estimator(spec.method, **spec.options_dict)
+    if isinstance(estimator, AutoEstimator):
+        estimator = estimator.choose(n, budget, outputs, bound, scratch_dir)
+    outlook: dict[str, Any] = {"max_memory": bound, "automatic": max_memory is None, "method": estimator.name,
+                               "mode": "memory" if isinstance(estimator, BOUNDED_ESTIMATORS) else "unbounded",
+                               "on_disk": False, "disk_bytes": 0, "error": None}
+    try:
+        if not isinstance(estimator, BOUNDED_ESTIMATORS):
+            if max_memory is not None:
+                raise ValueError(f"method {spec.method!r} keeps its state in memory and takes no memory bound; "
+                                 "leave the bound empty (automatic) or choose another method")
+        elif isinstance(estimator, SamplingEstimator):
+            from ..bounded import memory_plan
+
+            planned = memory_plan(estimator, n, outputs, bound, checkpoints=True)
+            outlook.update(mode=planned.mode, on_disk=planned.on_disk, disk_bytes=None)
+        elif n > 1:
+            from ..estimators.spilled import exact_memory_plan, regression_memory_plan
+
+            if isinstance(estimator, ExactEstimator):
+                linear = exact_memory_plan(n, outputs, 1, bound, True)  # the mode does not depend on the block
+            else:
+                linear = regression_memory_plan(estimator, _design_outline(estimator, n, budget, outputs), outputs,
+                                                bound, True)
+            outlook.update(mode=linear.mode, on_disk=linear.result_on_disk, disk_bytes=linear.disk_bytes)
+    except ValueError as error:
+        outlook["error"] = str(error)
+    outlook["text"] = _outlook_text(outlook)
+    return outlook
+
+
+def _design_outline(estimator: RegressionEstimator, n: int, budget: int, outputs: int) -> SimpleNamespace:
+    """What the regression memory plan reads of the run's design (players, replicate groups, pairing, pairs),
+    as :meth:`PairedDesign.build` would make it, from its per-size allocation alone (no coalitions drawn)."""
+    from ..estimators.design import allocate_pairs, pair_population
+    from ..estimators.regression import GROUP_MEMORY_BYTES
+
+    p, paired = estimator.n_features(n), estimator.paired
+    groups = max(2, min(estimator.n_groups, GROUP_MEMORY_BYTES // max(1, 8 * p * outputs) - 1))
+    budget = estimator.plan(n, budget)["evaluations"]
+    total = int(pair_population(n, paired).sum()) if n <= 62 else 2**62
+    n_pairs = min(total, max(0, (int(budget) - 2) // (2 if paired else 1)))
+    draws, census = allocate_pairs(n, n_pairs, estimator.size_weights(n), paired)
+    sampled = int(draws[~census].sum())
+    return SimpleNamespace(n=n, n_groups=min(groups, sampled) if sampled >= 2 else 0, paired=paired, n_pairs=n_pairs)
+
+
+def _outlook_text(outlook: dict[str, Any]) -> str:
+    bound = f"{format_bytes(outlook['max_memory'])}{' (automatic)' if outlook['automatic'] else ''}"
+    if outlook["error"]:
+        return f"cannot run within {bound}: {outlook['error']}"
+    mode, disk = outlook["mode"], outlook["disk_bytes"]
+    if mode == "stream":
+        where = "accumulators and result on disk" if outlook["on_disk"] else "accumulators in memory"
+        return f"streams one sample at a time within {bound}; {where}"
+    if mode == "spill":
+        result = "result on disk" if outlook["on_disk"] else "result in memory"
+        return f"spills {format_bytes(disk)} of game values to disk within {bound}; {result}"
+    if mode == "unbounded":
+        return f"{outlook['method']} keeps its state in memory (it takes no bound)"
+    return f"in memory, within {bound}"
+
+
+def estimate_cost(run: RunSpec | ResolvedRun, *, probe_seconds: float = 1.5,
+                  max_memory: int | str | None = None) -> dict[str, Any]:
     """Time a few real batches of this run's game and extrapolate to the whole run.
 
     Args:
@@ -61,17 +153,33 @@ def estimate_cost(run: RunSpec | ResolvedRun, *, probe_seconds: float = 1.5) -> 
             takes ``3 * probe_seconds``; a batch in flight is finished). The probe uses
             the run's own batches, unless one would take longer than ``3 * probe_seconds``: then smaller
             ones (a pessimistic rate).
+        max_memory: the run's memory bound (bytes or "4GB"; None: automatic): the probe runs under it
+            (on-disk arrays in a temporary folder, removed after).
 
     Returns:
         ``{"evaluations", "seconds_low", "seconds_high", "evaluations_per_second", "measured_evaluations",
-        "measured_seconds", "complete"}``: the planned evaluations (an adaptive method's cap), a range of
-        seconds for the whole run on this machine, the measured rate, what the probe did, and whether
-        the probe finished the whole run (then the range is the measured time itself).
+        "measured_seconds", "complete", "memory"}``: the planned evaluations (an adaptive method's cap), a
+        range of seconds for the whole run on this machine, the measured rate, what the probe did, whether
+        the probe finished the whole run (then the range is the measured time itself), and
+        :func:`memory_outlook`. Where the run cannot keep within the bound (``memory["error"]``) nothing
+        is probed: the seconds and the rate are None.
     """
     resolved = run if isinstance(run, ResolvedRun) else resolve(run)
     game = resolved.game()
     evaluations = int(plan(resolved.spec, resolved, game)["evaluations"])
-    per_row = _seconds_per_row(game)
+    per_row, output_size = _seconds_per_row(game)
+    memory = memory_outlook(resolved.spec, int(game.n_players), output_size, max_memory)
+    if memory["error"]:
+        return {"evaluations": evaluations, "seconds_low": None, "seconds_high": None,
+                "evaluations_per_second": None, "measured_evaluations": 0, "measured_seconds": 0.0,
+                "complete": False, "memory": memory}
+    with tempfile.TemporaryDirectory(prefix="msa-cost-") as scratch:
+        return {**_probe(resolved, game, evaluations, per_row, probe_seconds, max_memory, scratch), "memory": memory}
+
+
+def _probe(resolved: ResolvedRun, game: Any, evaluations: int, per_row: float, probe_seconds: float,
+           max_memory: Any, scratch_dir: str) -> dict[str, Any]:
+    """The timed probe of :func:`estimate_cost` (its keys but ``memory``)."""
     rows = resolved.spec.batch_size or getattr(game, "preferred_batch_size", None) or 4096
     probe = resolved
     if per_row * rows > 3 * probe_seconds:  # a batch of the run would outlast the probe by far
@@ -84,7 +192,7 @@ def estimate_cost(run: RunSpec | ResolvedRun, *, probe_seconds: float = 1.5) -> 
     complete = False
     try:
         result = run_estimator(probe, game, progress=lambda done, _total: samples.append((time.perf_counter(), done)),
-                               cancel=deadline)
+                               cancel=deadline, max_memory=max_memory, scratch_dir=scratch_dir)
         complete = True
         evaluations = int(result.n_evaluations)
     except RunCancelled:
