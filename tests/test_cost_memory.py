@@ -55,7 +55,7 @@ def test_the_outlook_of_the_automatic_bound_and_its_texts(recipe, monkeypatch):
     assert automatic["automatic"] and automatic["max_memory"] == 2**20
     assert automatic["text"] == "streams one sample at a time within 1.0 MB (automatic); accumulators and result on disk"
     assert memory_outlook(spec.replace(method="topk"), 5, OUTPUTS)["text"] == (
-        "topk keeps its state in memory (it takes no bound)")
+        "streams one sample at a time within 1.0 MB (automatic); accumulators and result on disk")
     assert memory_outlook(spec.replace(method="kernel"), 5, OUTPUTS, "1MB")["text"] == (
         "spills 703.1 KB of game values to disk within 1.0 MB; result in memory")
     assert memory_outlook(spec, 5, OUTPUTS, "64MB")["text"] == "in memory, within 64.0 MB"

@@ -46,7 +46,7 @@ RECIPE = textwrap.dedent(
 WIDE_RECIPE = RECIPE.replace("nn.Linear(5, 3), nn.Softmax(-1))", "nn.Linear(5, 500), nn.Softmax(-1)).double()").replace(
     "torch.randn(6, 4)", "torch.randn(6, 4, dtype=torch.float64)")
 BOUNDS = {"owen": "2MB"}  # owen's strata need 1.5 MB a player at these outputs; every other method: 1 MB
-STREAMING = ("permutation", "antithetic", "owen", "truncated")  # msa_core.bounded.STREAMING_METHODS
+STREAMING = ("permutation", "antithetic", "owen", "truncated", "topk")  # msa_core.bounded.STREAMING_METHODS
 
 
 @pytest.fixture(autouse=True)
@@ -167,10 +167,7 @@ def test_every_method_under_a_memory_bound_through_every_path_gives_the_unbounde
         method, path, wide_recipe, tmp_path, request, monkeypatch, capsys):
     monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
     bound = BOUNDS.get(method, "1MB")
-    if not isinstance(make_estimator(method), BOUNDED_ESTIMATORS):  # topk: every path refuses a bound
-        with pytest.raises(ValueError, match="keeps its state in memory"):
-            _through(path, wide_recipe, method, tmp_path, request, capsys, max_memory=bound)
-        return
+    assert isinstance(make_estimator(method), BOUNDED_ESTIMATORS), method  # every method takes a bound
     reference = _library(wide_recipe, method)
     result = _through(path, wide_recipe, method, tmp_path, request, capsys, max_memory=bound)
     assert result.n_evaluations == reference.n_evaluations

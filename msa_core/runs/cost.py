@@ -24,7 +24,7 @@ import torch
 
 from ..estimators import (
     BOUNDED_ESTIMATORS, AutoEstimator, ExactEstimator, RegressionEstimator, RunCancelled, SamplingEstimator,
-    make_estimator,
+    TopKEstimator, make_estimator,
 )
 from ..memory import format_bytes, resolve_max_memory
 from .execute import plan, run_estimator
@@ -91,10 +91,11 @@ def memory_outlook(spec: RunSpec, n_players: int, output_size: int, max_memory: 
             if max_memory is not None:
                 raise ValueError(f"method {spec.method!r} keeps its state in memory and takes no memory bound; "
                                  "leave the bound empty (automatic) or choose another method")
-        elif isinstance(estimator, SamplingEstimator):
+        elif isinstance(estimator, (SamplingEstimator, TopKEstimator)):
             from ..bounded import memory_plan
 
-            planned = memory_plan(estimator, n, outputs, bound, checkpoints=True)
+            natural = estimator.permutations_per_round if isinstance(estimator, TopKEstimator) else None
+            planned = memory_plan(estimator, n, outputs, bound, checkpoints=True, natural_block=natural)
             outlook.update(mode=planned.mode, on_disk=planned.on_disk, disk_bytes=None)
         elif n > 1:
             from ..estimators.spilled import exact_memory_plan, regression_memory_plan
