@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .batch_inputs import move_inputs, n_rows, output_tensor
 from .lesion import (
     LesionFn,
     ResolvedUnits,
@@ -45,41 +46,10 @@ _ELEMENTS_PER_CALL = 2**23
 _CHAIN_CALL_ELEMENTS = 2**21
 
 
-def _to_device(inputs: Any, device: torch.device) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, dict):
-        return {key: _to_device(value, device) for key, value in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_to_device(value, device) for value in inputs)
-    return inputs
-
-
-def _n_rows(inputs: Any) -> int:
-    if isinstance(inputs, torch.Tensor):
-        return int(inputs.shape[0])
-    if isinstance(inputs, dict):
-        return _n_rows(next(iter(inputs.values())))
-    if isinstance(inputs, (tuple, list)) and inputs:
-        return _n_rows(inputs[0])
-    raise TypeError(f"inputs must be a tensor, a tuple of tensors or a dict of tensors; got {type(inputs).__name__}")
-
-
 def _children_slice(model: nn.Sequential, start: int, stop: int | None = None) -> nn.Sequential:
     """A plain ``nn.Sequential`` of children ``[start:stop]`` (slicing a Sequential subclass would call
     the subclass's own constructor, which may take other arguments)."""
     return nn.Sequential(*list(model.children())[start:stop])
-
-
-def _output_tensor(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"the model returned {type(output).__name__}; expected a tensor (or an output with .logits)")
 
 
 class LesionGame:
@@ -114,8 +84,8 @@ class LesionGame:
             raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
         self.device = _resolve_device(device, model)
         self.model = model.to(self.device).eval()
-        self.inputs = _to_device(inputs, self.device)
-        self.n_inputs = _n_rows(self.inputs)
+        self.inputs = move_inputs(inputs, self.device)
+        self.n_inputs = n_rows(self.inputs)
         self.objective = as_objective(objective)
         self.batch_size = batch_size
         try:
@@ -129,7 +99,7 @@ class LesionGame:
         self._offsets = [0]
         for r in self.resolved:
             self._offsets.append(self._offsets[-1] + r.n_units)
-        intact = _output_tensor(intact_output)
+        intact = output_tensor(intact_output)
         self.model_output_shape = tuple(intact.shape[1:])
         self.path = "hooks"
         self._suffix: nn.Module = self.model
@@ -241,7 +211,7 @@ class LesionGame:
         n = coalitions.shape[0]
         batch = repeat_rows(self._trunk, n)
         with lesion_hooks(self.resolved, self._split(coalitions), self.n_inputs):
-            output = _output_tensor(forward(self._suffix, batch))
+            output = output_tensor(forward(self._suffix, batch))
         return self._score(output.reshape(n, self.n_inputs, *output.shape[1:]), lambda row: int(coalitions[row].sum()))
 
     def _score(self, outputs: torch.Tensor, intact_count: Callable[[int], int]) -> torch.Tensor:
@@ -260,7 +230,7 @@ class LesionGame:
         """Linear-layer outputs ``(c, n_inputs, out)`` -> objective values ``(c, *output_shape)``."""
         if len(self._rest):
             c, n_tile = states.shape[:2]
-            out = _output_tensor(self._rest(states.reshape(c * n_tile, -1)))
+            out = output_tensor(self._rest(states.reshape(c * n_tile, -1)))
             states = out.reshape(c, n_tile, *out.shape[1:])
         return self._score(states, intact_count)
 

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from .batch_inputs import forward, repeat_rows
+
 __all__ = [
     "UnitSpec",
     "ResolvedUnits",
@@ -173,26 +175,6 @@ def _default_axis(module: nn.Module, activation: torch.Tensor) -> int:
     if isinstance(module, _CHANNEL_MODULES) or activation.ndim == 4:
         return 1
     return activation.ndim - 1
-
-
-def forward(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` on inputs given as a tensor, a tuple of positional tensors, or a dict of kwargs."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
-def repeat_rows(inputs: Any, times: int) -> Any:
-    """Inputs repeated ``times`` along the batch axis (coalition-major), for tensors, tuples or dicts."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.repeat(times, *([1] * (inputs.ndim - 1)))
-    if isinstance(inputs, dict):
-        return {key: repeat_rows(value, times) for key, value in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(repeat_rows(value, times) for value in inputs)
-    return inputs
 
 
 def record_activations(model: nn.Module, inputs: Any, sites: Mapping[Any, tuple[nn.Module, str]]) -> tuple[dict[Any, torch.Tensor], Any]:
