@@ -9,8 +9,8 @@ Three evaluation paths, chosen automatically; they give the same values:
 3. **Linear chain** (``nn.Sequential`` whose lesioned child is followed by ``nn.Linear``): the linear
    layer's output is ``base + sum_{i in S} C_i`` with ``C_i = W[:, i] (h_i - r_i)``. A coalition is one
    small matrix product, and along a join order the prefix sums make each join O(1) in the layer width
-   (``evaluate_permutations``). Per-class accuracy on this path runs in a fused compiled kernel
-   (:mod:`msa_core.kernels`); any other objective, a user's callable included, is called on the
+   (``evaluate_permutations``; :mod:`msa_core.games_chain`). Per-class accuracy on this path runs in a
+   fused compiled kernel (:mod:`msa_core.kernels`); any other objective, a user's callable included, is called on the
    outputs of hundreds of consecutive joins at once, in the model's dtype.
 
 Objectives not made by this library are checked on every call (one value per coalition, the same
@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .batch_inputs import move_inputs, n_rows, output_tensor
+from .games_chain import LinearChainPath
 from .lesion import (
     LesionFn,
     ResolvedUnits,
@@ -40,30 +42,6 @@ __all__ = ["LesionGame", "lesion_game"]
 
 # Elements of activations per forward call when no batch size is given (bounds memory use).
 _ELEMENTS_PER_CALL = 2**23
-# Entries of read-out outputs per objective call along join orders (linear-chain path): large enough
-# that per-call overhead vanishes, small enough to stay in a last-level cache.
-_CHAIN_CALL_ELEMENTS = 2**21
-
-
-def _to_device(inputs: Any, device: torch.device) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, dict):
-        return {key: _to_device(value, device) for key, value in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_to_device(value, device) for value in inputs)
-    return inputs
-
-
-def _n_rows(inputs: Any) -> int:
-    if isinstance(inputs, torch.Tensor):
-        return int(inputs.shape[0])
-    if isinstance(inputs, dict):
-        return _n_rows(next(iter(inputs.values())))
-    if isinstance(inputs, (tuple, list)) and inputs:
-        return _n_rows(inputs[0])
-    raise TypeError(f"inputs must be a tensor, a tuple of tensors or a dict of tensors; got {type(inputs).__name__}")
-
 
 def _children_slice(model: nn.Sequential, start: int, stop: int | None = None) -> nn.Sequential:
     """A plain ``nn.Sequential`` of children ``[start:stop]`` (slicing a Sequential subclass would call
@@ -71,18 +49,7 @@ def _children_slice(model: nn.Sequential, start: int, stop: int | None = None) -
     return nn.Sequential(*list(model.children())[start:stop])
 
 
-def _output_tensor(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"the model returned {type(output).__name__}; expected a tensor (or an output with .logits)")
-
-
-class LesionGame:
+class LesionGame(LinearChainPath):
     """The game ``v(S)`` = objective of the model with only the units in ``S`` intact.
 
     Call it on a coalition matrix ``(batch, n_players)`` (True = intact) to get ``(batch, *output_shape)``.
@@ -114,8 +81,8 @@ class LesionGame:
             raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
         self.device = _resolve_device(device, model)
         self.model = model.to(self.device).eval()
-        self.inputs = _to_device(inputs, self.device)
-        self.n_inputs = _n_rows(self.inputs)
+        self.inputs = move_inputs(inputs, self.device)
+        self.n_inputs = n_rows(self.inputs)
         self.objective = as_objective(objective)
         self.batch_size = batch_size
         try:
@@ -129,7 +96,7 @@ class LesionGame:
         self._offsets = [0]
         for r in self.resolved:
             self._offsets.append(self._offsets[-1] + r.n_units)
-        intact = _output_tensor(intact_output)
+        intact = output_tensor(intact_output)
         self.model_output_shape = tuple(intact.shape[1:])
         self.path = "hooks"
         self._suffix: nn.Module = self.model
@@ -241,7 +208,7 @@ class LesionGame:
         n = coalitions.shape[0]
         batch = repeat_rows(self._trunk, n)
         with lesion_hooks(self.resolved, self._split(coalitions), self.n_inputs):
-            output = _output_tensor(forward(self._suffix, batch))
+            output = output_tensor(forward(self._suffix, batch))
         return self._score(output.reshape(n, self.n_inputs, *output.shape[1:]), lambda row: int(coalitions[row].sum()))
 
     def _score(self, outputs: torch.Tensor, intact_count: Callable[[int], int]) -> torch.Tensor:
@@ -255,92 +222,6 @@ class LesionGame:
         if getattr(self.objective, "builtin", False):
             return values
         return check_objective_values(self.objective, values, tuple(outputs.shape), self.output_shape, intact_count)
-
-    def _finish_states(self, states: torch.Tensor, intact_count: Callable[[int], int]) -> torch.Tensor:
-        """Linear-layer outputs ``(c, n_inputs, out)`` -> objective values ``(c, *output_shape)``."""
-        if len(self._rest):
-            c, n_tile = states.shape[:2]
-            out = _output_tensor(self._rest(states.reshape(c * n_tile, -1)))
-            states = out.reshape(c, n_tile, *out.shape[1:])
-        return self._score(states, intact_count)
-
-    def _call_linear(self, coalitions: torch.Tensor) -> torch.Tensor:
-        mask = coalitions.to(self._contributions.dtype)
-        n_units, n_inputs, out = self._contributions.shape
-        states = self._base + (mask @ self._contributions.reshape(n_units, -1)).reshape(-1, n_inputs, out)
-        return self._finish_states(states, lambda row: int(coalitions[row].sum()))
-
-    def _chain_values(self, permutations: torch.Tensor) -> torch.Tensor:
-        """Values along join orders: ``(m, n_players + 1, *output_shape)``; see :class:`~msa_core.types.ChainGame`.
-
-        Bound as ``evaluate_permutations`` only on the linear-chain path, so estimators that probe for
-        it fall back to coalition matrices elsewhere. Per-class accuracy of a linear read-out runs in
-        the fused kernel of :mod:`msa_core.kernels` when numba is available. Any other objective (a
-        user callable included) gets the read-out's outputs of many consecutive joins in one call:
-        ``(rows, n_inputs, *model_output)`` in the model's dtype, about ``_CHAIN_CALL_ELEMENTS``
-        entries (``batch_size`` rows when one is given). Each join's outputs are the running sum of
-        the contributions in join order, so they do not depend on how joins are grouped into calls.
-        The endpoints (empty and full coalition) are evaluated as coalitions.
-        """
-        permutations = permutations.to(self.device, torch.int64)
-        if self._fused_top1():
-            return self._chain_values_fused(permutations)
-        from .kernels import prefix_states
-
-        m, n = permutations.shape
-        n_units, n_inputs, out = self._contributions.shape
-        contributions = self._contributions.reshape(n_units, n_inputs * out)
-        with torch.no_grad():
-            if getattr(self, "_chain_ends", None) is None:  # the same two coalitions for every block of orders
-                empty_and_full = torch.zeros((2, n), dtype=torch.bool, device=self.device)
-                empty_and_full[1] = True
-                self._chain_ends = self._call_linear(empty_and_full)
-            ends = self._chain_ends
-            values = torch.empty((m, n + 1, *ends.shape[1:]), dtype=ends.dtype, device=ends.device)
-            values[:, 0], values[:, n] = ends[0], ends[1]
-            inner = n - 1  # coalitions strictly between the endpoints along each order
-            if inner < 1 or m == 0:
-                return values
-            rows = self.batch_size or max(1, _CHAIN_CALL_ELEMENTS // self._chain_row_elements)
-            steps = min(inner, rows)
-            orders_per_call = max(1, rows // inner) if steps == inner else 1
-            # one buffer reused by every call: fresh large allocations would page-fault each time
-            buffer = torch.empty(min(m, orders_per_call) * steps * n_inputs * out, dtype=contributions.dtype, device=self.device)
-            for p0 in range(0, m, orders_per_call):
-                block = permutations[p0 : p0 + orders_per_call]
-                k = block.shape[0]
-                states = self._base.reshape(1, -1).expand(k, -1).clone()
-                for j0 in range(0, inner, steps):
-                    joins = block[:, j0 : j0 + steps]
-                    s = joins.shape[1]
-                    outputs = buffer[: k * s * n_inputs * out].view(k, s, n_inputs * out)
-                    prefix_states(contributions, states, joins, outputs)
-                    scored = self._finish_states(outputs.view(k * s, n_inputs, out), lambda row, j0=j0, s=s: j0 + 1 + row % s)
-                    values[p0 : p0 + k, 1 + j0 : 1 + j0 + s] = scored.reshape(k, s, *scored.shape[1:])
-        return values
-
-    def _fused_top1(self) -> bool:
-        from .kernels import numba_available
-        from .objectives import PerClassAccuracy
-
-        return (
-            isinstance(self.objective, PerClassAccuracy)
-            and not len(self._rest)
-            and self.device.type == "cpu"
-            and self._linear_out == self.objective.n_classes
-            and numba_available()
-        )
-
-    def _chain_values_fused(self, permutations: torch.Tensor) -> torch.Tensor:
-        from .kernels import accuracy_along_orders
-
-        if getattr(self, "_contributions_by_input", None) is None:
-            self._contributions_by_input = self._contributions.permute(1, 0, 2).contiguous()
-        objective = self.objective
-        label_weights = objective.weights[torch.arange(self.n_inputs), objective.labels]
-        return accuracy_along_orders(
-            self._contributions_by_input, self._base, objective.labels, label_weights, objective.n_classes, permutations
-        )
 
     def __repr__(self) -> str:
         layers = ", ".join(f"{r.spec.path}[{r.n_units} {r.kind}s]" for r in self.resolved)

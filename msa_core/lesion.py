@@ -1,24 +1,24 @@
-"""Units addressed by module path, and lesions applied by hooks that never outlive their context.
+"""Units addressed by module path: unit specifications bound to a model, and the layer catalogue.
 
 A *unit specification* names a module (its path in ``model.named_modules()``) and where its units
 lie: on which axis of the module's output (or input) tensor, in groups of how many entries. The
 defaults follow the module: channels (axis 1) for convolutional outputs, the last axis otherwise.
 
-Lesions are applied by forward hooks (or pre-hooks for ``site="input"``) registered only inside
-:func:`lesion_hooks`, a context manager that removes them in ``finally``: an exception in the middle of
-a forward pass leaves no hook behind. A batch of coalitions is run as one forward pass over
-``n_coalitions * n_inputs`` rows: rows ``[c * n_inputs, (c + 1) * n_inputs)`` belong to coalition ``c``.
+Lesions are applied by forward hooks that never outlive their context (:mod:`msa_core.hooks`;
+:func:`lesion_hooks` and :func:`record_activations` stay importable from here).
 """
 
 from __future__ import annotations
 
 import difflib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+
+from .batch_inputs import forward, repeat_rows  # noqa: F401 - importable from here, as before
+from .hooks import apply_lesion, lesion_hooks, record_activations  # noqa: F401 - likewise
 
 __all__ = [
     "UnitSpec",
@@ -149,90 +149,10 @@ def _as_spec(unit: str | UnitSpec) -> UnitSpec:
     raise TypeError(f"a unit must be a module path (str) or a UnitSpec; got {type(unit).__name__}")
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    if hasattr(value, "last_hidden_state") or hasattr(value, "logits"):
-        return getattr(value, "logits", None) if getattr(value, "logits", None) is not None else value.last_hidden_state
-    return None
-
-
-def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
-    if isinstance(value, torch.Tensor):
-        return tensor
-    if isinstance(value, tuple):
-        return (tensor, *value[1:])
-    if isinstance(value, list):
-        return [tensor, *value[1:]]
-    raise TypeError(f"cannot lesion an activation of type {type(value).__name__}")
-
-
 def _default_axis(module: nn.Module, activation: torch.Tensor) -> int:
     if isinstance(module, _CHANNEL_MODULES) or activation.ndim == 4:
         return 1
     return activation.ndim - 1
-
-
-def forward(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` on inputs given as a tensor, a tuple of positional tensors, or a dict of kwargs."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
-def repeat_rows(inputs: Any, times: int) -> Any:
-    """Inputs repeated ``times`` along the batch axis (coalition-major), for tensors, tuples or dicts."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.repeat(times, *([1] * (inputs.ndim - 1)))
-    if isinstance(inputs, dict):
-        return {key: repeat_rows(value, times) for key, value in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(repeat_rows(value, times) for value in inputs)
-    return inputs
-
-
-def record_activations(model: nn.Module, inputs: Any, sites: Mapping[Any, tuple[nn.Module, str]]) -> tuple[dict[Any, torch.Tensor], Any]:
-    """One intact forward pass that records the first tensor seen at each site.
-
-    Args:
-        model: the model to run (under ``torch.no_grad``).
-        inputs: a tensor, a tuple of positional tensors or a dict of keyword tensors.
-        sites: key -> (module, "output" | "input"): record the module's output (forward hook) or its
-            first positional input (pre-hook). Hooks are removed in ``finally``.
-
-    Returns:
-        ``(recorded, output)``: key -> detached tensor from the module's first call (keys whose module
-        did not run are absent), and the model's output.
-    """
-    recorded: dict[Any, torch.Tensor] = {}
-    handles = []
-
-    def recorder(key: Any, site: str):
-        def hook(module, args, output=None):
-            tensor = _first_tensor(args[0] if site == "input" and args else output)
-            if tensor is not None and key not in recorded:
-                recorded[key] = tensor.detach()
-
-        return hook
-
-    try:
-        for key, (module, site) in sites.items():
-            if site == "input":
-                handles.append(module.register_forward_pre_hook(recorder(key, "input")))
-            elif site == "output":
-                handles.append(module.register_forward_hook(recorder(key, "output")))
-            else:
-                raise ValueError(f"site must be 'output' or 'input'; got {site!r}")
-        with torch.no_grad():
-            output = forward(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return recorded, output
 
 
 def resolve_units(
@@ -306,80 +226,6 @@ def resolve_units(
             )
         )
     return resolved, output
-
-
-def _row_mask(unit_mask: torch.Tensor, units: ResolvedUnits, rows_per_coalition: int, ndim: int, device) -> torch.Tensor:
-    """``(n_coalitions, n_units)`` bool -> mask broadcastable to the activation of all rows."""
-    mask = unit_mask.to(device)
-    if units.spec.group_size > 1:
-        mask = mask.repeat_interleave(units.spec.group_size, dim=1)
-    if rows_per_coalition > 1:
-        mask = mask.repeat_interleave(rows_per_coalition, dim=0)
-    shape = [mask.shape[0]] + [1] * (ndim - 1)
-    shape[units.axis] = units.width
-    return mask.reshape(shape)
-
-
-def apply_lesion(activation: torch.Tensor, row_mask: torch.Tensor, units: ResolvedUnits) -> torch.Tensor:
-    """The activation with lesioned entries replaced (``torch.where``: safe with -inf replacements)."""
-    if callable(units.lesion):
-        replacement = units.lesion(activation)
-    else:
-        replacement = units.replacement.to(activation.device, activation.dtype)
-    return torch.where(row_mask, activation, replacement)
-
-
-@contextmanager
-def lesion_hooks(
-    resolved: Sequence[ResolvedUnits],
-    masks: Sequence[torch.Tensor],
-    rows_per_coalition: int,
-) -> Iterator[None]:
-    """Hooks that lesion every resolved module for a batch of coalitions, removed on exit.
-
-    Args:
-        resolved: the resolved units, one entry per module.
-        masks: one bool tensor ``(n_coalitions, n_units)`` per entry of ``resolved`` (True = intact).
-        rows_per_coalition: rows of the forward batch that belong to one coalition (the inputs).
-    """
-    handles = []
-
-    def output_hook(units: ResolvedUnits, unit_mask: torch.Tensor):
-        def hook(module, args, output):
-            activation = _first_tensor(output)
-            mask = _row_mask(unit_mask, units, rows_per_coalition, activation.ndim, activation.device)
-            _check_rows(mask, activation, units)
-            return _replace_first(output, apply_lesion(activation, mask, units))
-
-        return hook
-
-    def input_hook(units: ResolvedUnits, unit_mask: torch.Tensor):
-        def hook(module, args):
-            activation = args[0]
-            mask = _row_mask(unit_mask, units, rows_per_coalition, activation.ndim, activation.device)
-            _check_rows(mask, activation, units)
-            return (apply_lesion(activation, mask, units), *args[1:])
-
-        return hook
-
-    try:
-        for units, unit_mask in zip(resolved, masks):
-            if units.spec.site == "input":
-                handles.append(units.module.register_forward_pre_hook(input_hook(units, unit_mask)))
-            else:
-                handles.append(units.module.register_forward_hook(output_hook(units, unit_mask)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _check_rows(mask: torch.Tensor, activation: torch.Tensor, units: ResolvedUnits) -> None:
-    if mask.shape[0] != activation.shape[0]:
-        raise RuntimeError(
-            f"layer {units.spec.path!r} saw {activation.shape[0]} rows where {mask.shape[0]} were expected: "
-            "the model must keep the batch axis first and not reorder rows"
-        )
 
 
 def list_layers(model: nn.Module, example_inputs: Any) -> list[LayerInfo]:

@@ -76,9 +76,15 @@ def test_streamed_run_equals_unbounded_run(method, max_memory, tmp_path):
     assert torch.allclose(dense(bounded.values), game.exact(), rtol=0, atol=1e-12)
 
 
-def test_disk_moments_checkpoint_resumes_to_the_uninterrupted_values(tmp_path):
+@pytest.mark.parametrize("method, run", [
+    ("permutation", dict(n_permutations=5, max_memory="1MB")),
+    ("owen", dict(budget=2 + 4 * 4 * 21, max_memory="2MB", estimator_options={"n_strata": 4})),
+    ("truncated", dict(budget=2 + 4 * 4 * 21, max_memory="2MB", estimator_options={"tolerance": 0.3})),
+], ids=["permutation", "owen", "truncated"])
+def test_on_disk_checkpoint_resumes_to_the_uninterrupted_values(method, run, tmp_path):
+    """A run stopped after two units resumes from its checkpoint, whose moments stay on disk, bit-identically."""
     game = LowRankLinear(20, (10, 400), seed=1)
-    kwargs = dict(method="permutation", n_permutations=5, seed=7, max_memory="1MB")
+    kwargs = dict(method=method, seed=7, **run)
     whole = shapley_modes(game, 20, scratch_dir=tmp_path / "whole", **kwargs)
     saved = []
 
@@ -93,8 +99,8 @@ def test_disk_moments_checkpoint_resumes_to_the_uninterrupted_values(tmp_path):
     with pytest.raises(Stop):
         shapley_modes(game, 20, scratch_dir=tmp_path / "part", on_block=on_block, **kwargs)
     assert "accumulator/path" in saved[-1] and "accumulator/mean" not in saved[-1]  # arrays stay on disk
-    state = SamplingState.from_arrays(saved[-1])
-    resumed = shapley_modes(game, 20, state=state, **kwargs)
+    resumed = shapley_modes(game, 20, state=SamplingState.from_arrays(saved[-1]), **kwargs)
+    assert whole.metadata["memory"]["on_disk"] and resumed.n_evaluations == whole.n_evaluations
     assert torch.equal(dense(resumed.values), dense(whole.values))
     assert torch.equal(dense(resumed.stderr), dense(whole.stderr))
 

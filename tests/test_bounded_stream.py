@@ -61,28 +61,8 @@ def test_a_cut_chain_gives_the_intact_value_to_the_first_lesioned_player():
     assert torch.allclose(values.sum(0), total, rtol=0, atol=1e-12)  # efficiency holds
 
 
-@pytest.mark.parametrize("method, options", [("owen", {"n_strata": 4}), ("truncated", {"tolerance": 0.3})])
-def test_streamed_checkpoint_resumes_bit_identically(method, options, tmp_path):
-    game = LowRankLinear(20, (10, 400), seed=1)
-    kwargs = dict(method=method, budget=2 + 4 * 4 * 21, seed=7, max_memory="2MB", estimator_options=options)
-    whole = shapley_modes(game, 20, scratch_dir=tmp_path / "whole", **kwargs)
-    saved = []
-
-    class Stop(Exception):
-        pass
-
-    def on_block(state):
-        saved.append(state.to_arrays())
-        if state.next_unit == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        shapley_modes(game, 20, scratch_dir=tmp_path / "part", on_block=on_block, **kwargs)
-    assert "accumulator/path" in saved[-1] and "accumulator/mean" not in saved[-1]
-    resumed = shapley_modes(game, 20, state=SamplingState.from_arrays(saved[-1]), **kwargs)
-    assert whole.metadata["memory"]["on_disk"] and resumed.n_evaluations == whole.n_evaluations
-    assert torch.equal(dense(resumed.values), dense(whole.values))
-    assert torch.equal(dense(resumed.stderr), dense(whole.stderr))
+# checkpoint and resume of streamed owen and truncated runs: test_on_disk_checkpoint_resumes_to_the_
+# uninterrupted_values in test_bounded_memory.py (one test for permutation, owen and truncated)
 
 
 class CancelAfter(LowRankLinear):

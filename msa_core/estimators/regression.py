@@ -49,6 +49,7 @@ import torch
 from ..result import ShapleyResult
 from .base import Estimator, GameRunner, SamplingState, begin_run
 from .design import PairedDesign, kernel_size_weights, uniform_size_weights
+from .regression_solve import solve_constrained
 
 __all__ = [
     "RegressionEstimator",
@@ -199,46 +200,7 @@ class RegressionEstimator(Estimator):
                     sums["K"][slot] += c.T @ x[rows]
 
     # ------------------------------------------------------------------ solving
-    @staticmethod
-    def _solve(A: torch.Tensor, B: torch.Tensor, gap: torch.Tensor, factors: dict | None = None) -> torch.Tensor:
-        """Coefficients ``(k, p, out)`` minimising each weighted error ``(A[g], B[g])`` (``(k, p, p)``,
-        ``(k, p, out)``) subject to ``sum(m) = gap``: one KKT system per replicate; where one
-        is singular (fewer distinct coalitions than features), the minimum-norm solution.
-
-        ``factors`` (a dict, kept by the caller across calls with the same ``A``: the bounded path's
-        output column chunks) caches each system's LU factors, or its pseudo-inverse where it is
-        singular, so that every chunk only substitutes. The choice is made from the matrix alone
-        (singular values), so all chunks take the same one: on full-rank systems the solution of the
-        path below to rounding, on singular ones the minimum-norm solution (where the path below may
-        keep a particular solution that passes its residual check on every output)."""
-        k, p = A.shape[0], A.shape[1]
-        kkt = torch.zeros((k, p + 1, p + 1), dtype=torch.float64, device=A.device)
-        kkt[:, :p, :p] = A
-        kkt[:, :p, p] = 1.0
-        kkt[:, p, :p] = 1.0
-        rhs = torch.cat([B, gap.reshape(1, 1, -1).expand(k, 1, -1)], dim=1)
-        # numpy's LAPACK: one gesv per system (torch's batched CPU solve misbehaved with MKL threads)
-        kkt_np, rhs_np = kkt.cpu().numpy(), rhs.cpu().numpy()
-        solution = np.empty_like(rhs_np)
-        for index in range(k):
-            if factors is not None:
-                if index not in factors:
-                    factors[index] = _factor(kkt_np[index])
-                kind, factor = factors[index]
-                if kind == "lu":
-                    solution[index] = torch.linalg.lu_solve(*factor, torch.from_numpy(rhs_np[index])).numpy()
-                else:
-                    solution[index] = factor @ rhs_np[index]
-                continue
-            try:
-                solution[index] = np.linalg.solve(kkt_np[index], rhs_np[index])
-                residual = np.abs(kkt_np[index] @ solution[index] - rhs_np[index]).max()
-                if np.isfinite(solution[index]).all() and residual <= 1e-9 * (1.0 + np.abs(rhs_np[index]).max()):
-                    continue
-            except np.linalg.LinAlgError:  # singular: fewer distinct coalitions than features
-                pass
-            solution[index] = np.linalg.lstsq(kkt_np[index], rhs_np[index], rcond=1e-12)[0]
-        return torch.from_numpy(solution[:, :p]).to(A.device)
+    _solve = staticmethod(solve_constrained)  # the KKT solve of every replicate: .regression_solve
 
     def _estimates(self, sums, design: PairedDesign, gap: torch.Tensor,
                    factors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -343,7 +305,7 @@ class RegressionEstimator(Estimator):
         """``(phi, stderr)`` ``(n, outputs)`` of the group sums, efficiency exact (stderr 0 for a census).
 
         Per output column: the bounded path calls it on column chunks of ``B``/``U`` and ``gap``,
-        with one ``factors`` cache for all chunks (see :meth:`_solve`).
+        with one ``factors`` cache for all chunks (see :func:`~msa_core.estimators.regression_solve.solve_constrained`).
         """
         phi, stderr = self._estimates(sums, design, gap, factors)
         phi = phi + (gap - phi.sum(0)) / design.n  # the KKT solve leaves only rounding: spread it evenly
@@ -354,15 +316,6 @@ class RegressionEstimator(Estimator):
     def _result(self, values, stderr, state: SamplingState, seed: int, started: float, pairs: int) -> ShapleyResult:
         return state.to_result(values, stderr, method=self.name, seed=seed, elapsed_s=time.perf_counter() - started,
                                n_samples=pairs)
-
-
-def _factor(matrix: np.ndarray) -> tuple[str, Any]:
-    """``("lu", torch LU factors)`` of a full-rank KKT matrix, else ``("pinv", its pseudo-inverse)`` (rcond 1e-12,
-    as the minimum-norm ``lstsq``)."""
-    singular = np.linalg.svd(matrix, compute_uv=False)
-    if singular[-1] > 1e-12 * singular[0]:
-        return "lu", torch.linalg.lu_factor(torch.from_numpy(matrix))
-    return "pinv", np.linalg.pinv(matrix, rcond=1e-12)
 
 
 class KernelEstimator(RegressionEstimator):

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..batch_inputs import move_inputs
+from ..batch_inputs import n_rows as count_rows
 from .errors import ModelLoadError
 
 __all__ = ["as_input_tensors", "load_inputs_file", "resolve_inputs", "move_inputs", "n_rows", "describe_inputs"]
@@ -97,23 +99,10 @@ def describe_inputs(inputs: Any) -> str:
     return type(inputs).__name__
 
 
-def move_inputs(inputs: Any, device: str) -> Any:
-    """Inputs moved to ``device`` (tensors, tuples, dicts)."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, dict):
-        return {k: move_inputs(v, device) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(move_inputs(v, device) for v in inputs)
-    return inputs
-
-
 def n_rows(inputs: Any) -> int:
-    """Number of inputs (size of axis 0) of a tensor, a tuple or a dict of tensors."""
-    if isinstance(inputs, torch.Tensor):
-        return int(inputs.shape[0])
-    if isinstance(inputs, dict):
-        return n_rows(next(iter(inputs.values())))
-    if isinstance(inputs, (tuple, list)) and inputs:
-        return n_rows(inputs[0])
-    raise ModelLoadError(f"inputs must be a tensor, a tuple or a dict of tensors; got {type(inputs).__name__}")
+    """Number of inputs (size of axis 0) of a tensor, a tuple or a dict of tensors; a
+    :class:`ModelLoadError` for anything else (:func:`msa_core.batch_inputs.n_rows` does the counting)."""
+    try:
+        return count_rows(inputs)
+    except TypeError as error:
+        raise ModelLoadError(str(error)) from None

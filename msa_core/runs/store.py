@@ -16,29 +16,22 @@ directory (``$XDG_CACHE_HOME/msa-explorer``, ``~/.cache/msa-explorer``; ``~/Libr
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..result import ShapleyResult
+from .record import RunNotFound, RunRecord, _npz_bytes, _npz_load
 from .spec import RunSpec
 
 __all__ = ["RunStore", "RunRecord", "default_root", "RunNotFound"]
 
 _EXPORT_SUFFIXES = (".npz", ".csv", ".parquet")
-
-
-class RunNotFound(KeyError):
-    """No stored run matches an id (or an id prefix matches several)."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
-        return str(self.args[0]) if self.args else "run not found"
 
 
 def default_root() -> Path:
@@ -53,95 +46,6 @@ def default_root() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "msa-explorer"
-
-
-def _npz_bytes(arrays: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _npz_load(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-class RunRecord:
-    """One stored run.
-
-    Attributes:
-        id: the run key (64 hex characters).
-        spec: the :class:`RunSpec` that produced it.
-        result: the :class:`~msa_core.result.ShapleyResult` (loaded lazily from the store).
-        created: when it was stored (``time.time()``).
-        elapsed_s: wall time of the computation (all sessions of a resumed run together).
-        label: a human label.
-        params: JSON-serialisable details: resolved units, objective, fingerprint, version,
-            n_players, output_shape, n_evaluations, backend, resume information, ...
-    """
-
-    def __init__(
-        self,
-        id: str,
-        spec: RunSpec,
-        result: ShapleyResult | None = None,
-        created: float = 0.0,
-        elapsed_s: float = 0.0,
-        label: str = "",
-        params: dict[str, Any] | None = None,
-        *,
-        loader: Callable[[], ShapleyResult] | None = None,
-    ) -> None:
-        self.id = id
-        self.spec = spec
-        self._result = result
-        self._loader = loader
-        self.created = float(created)
-        self.elapsed_s = float(elapsed_s)
-        self.label = label
-        self.params = dict(params or {})
-
-    @property
-    def result(self) -> ShapleyResult:
-        if self._result is None:
-            if self._loader is None:
-                raise RunNotFound(f"run {self.id[:12]} has no result")
-            self._result = self._loader()
-        return self._result
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything but the arrays, as plain JSON types."""
-        return {
-            "id": self.id,
-            "spec": self.spec.to_dict(),
-            "created": self.created,
-            "elapsed_s": self.elapsed_s,
-            "label": self.label,
-            "params": self.params,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], **kwargs: Any) -> "RunRecord":
-        return cls(
-            id=data["id"],
-            spec=RunSpec.from_dict(data["spec"]),
-            created=data.get("created", 0.0),
-            elapsed_s=data.get("elapsed_s", 0.0),
-            label=data.get("label", ""),
-            params=data.get("params", {}),
-            **kwargs,
-        )
-
-    def __repr__(self) -> str:
-        p = self.params
-        return (
-            f"RunRecord({self.short_id} {self.spec.model} {p.get('units_text', '')} {self.spec.method} "
-            f"M={self.spec.n_permutations} seed={self.spec.seed}{' ' + repr(self.label) if self.label else ''})"
-        )
 
 
 class RunStore:
