@@ -37,7 +37,10 @@ class LinearChainPath:
     def _call_linear(self, coalitions: torch.Tensor) -> torch.Tensor:
         mask = coalitions.to(self._contributions.dtype)
         n_units, n_inputs, out = self._contributions.shape
-        states = self._base + (mask @ self._contributions.reshape(n_units, -1)).reshape(-1, n_inputs, out)
+        # BLAS sums a lone row (a matrix-vector product) in another order than rows of a matrix product, so a
+        # coalition's value would depend on the batch it came in (batch_size=1): a lone row goes with a copy
+        rows = mask if len(mask) != 1 else mask.expand(2, -1)
+        states = self._base + (rows @ self._contributions.reshape(n_units, -1))[: len(mask)].reshape(-1, n_inputs, out)
         return self._finish_states(states, lambda row: int(coalitions[row].sum()))
 
     def _chain_values(self, permutations: torch.Tensor) -> torch.Tensor:
