@@ -266,9 +266,8 @@ def editor_body() -> None:
                                      [labels[i] for i in shown_units])
         st.plotly_chart(grid, key=chart_key, on_select=lambda: toggle(chart_key), selection_mode="points",
                         config={"displayModeBar": False})
-        if scale.n_clipped:
-            st.caption(f"Colour scale ±{scale.limit:.3g}: {scale.n_clipped} of these units lie beyond it (their "
-                       "cells take the end colour; hover shows each unit's value).")
+        if scale.caption:
+            st.caption(scale.caption)
         named = ", ".join(labels[i] for i in lesioned[:40]) + (f", ... ({len(lesioned)} in all)" if len(lesioned) > 40 else "")
         st.caption("Lesioned: " + (named if lesioned else "none"))
     export_panel()

@@ -21,9 +21,11 @@ def test_colour_scale_is_set_by_the_hidden_layers_not_three_huge_output_channels
     labels = [f"net.0:{i}" for i in range(64)] + [f"net.1:{i}" for i in range(32)] + [f"net.5:{i}" for i in range(3)]
     scale = colour_scale(totals, labels)
     assert scale.layers == ("net.1",)  # the widest hidden layer sets it, the output channels do not
-    assert scale.limit == 40.0  # net.1's 99th percentile of |total|: its two ends are both 40
+    assert scale.limit == 40.0  # net.1's 99th percentile of |total| (the "lower" one): its two ends are both 40
     assert scale.n_clipped == 3  # the output channels only
     assert scale.title == "Shapley value<br>(unit total)<br>3 beyond ±40"
+    assert scale.caption == ("Colour scale ±40 (set by layer net.1): 3 units lie beyond it and take the end colour; "
+                             "hover a cell for its value.")
     # the old scale (the largest |total| shown) put every hidden cell within 2% of white
     assert np.abs(totals).max() / scale.limit > 50
 
@@ -36,10 +38,12 @@ def test_colour_scale_is_set_by_the_hidden_layers_not_three_huge_output_channels
     # one layer shown (a layer view): that layer's own scale, nothing clipped but its own tail
     only_a = colour_scale(hidden_a, labels[:64])
     assert only_a.limit == 10.0 and only_a.layers == ("net.0",) and only_a.n_clipped == 0
-    assert only_a.title == "Shapley value<br>(unit total)"
+    assert only_a.title == "Shapley value<br>(unit total)" and only_a.caption == ""
+    big = colour_scale(np.r_[np.linspace(-4070, 4070, 16), 9e4], [f"a:{i}" for i in range(17)])
+    assert big.limit == 4070.0 and big.title.endswith("1 beyond ±4,070") and "1 unit lies beyond" in big.caption
     # few units of several small layers: no layer qualifies, so the quantile of all of them
     few = colour_scale([1.0, -2.0, 4.0], ["a:0", "b:0", "c:0"])
-    assert few.layers == () and few.limit == pytest.approx(np.quantile([1.0, 2.0, 4.0], 0.99))
+    assert few.layers == () and few.limit == 2.0 and few.n_clipped == 1  # the "lower" 99th percentile of 1, 2, 4
     assert colour_scale(np.zeros(5), [f"a:{i}" for i in range(5)]).limit == 1.0  # no run: a unit scale
     with pytest.raises(ValueError):
         colour_scale([1.0, 2.0], ["a:0"])
@@ -70,5 +74,7 @@ def test_image_range_is_the_tanh_bounds_and_draws_the_edited_image_on_the_intact
     assert image_range(linear, torch.tensor([[0.5, 3.0]])) == (0.5, 3.0)
     assert image_range(None, torch.full((1, 4, 4), 2.0)) == (2.0, 3.0)  # a constant image
     assert image_range(nn.Sequential(nn.Linear(2, 2), nn.Sigmoid()), torch.tensor([0.2, 0.9])) == (0.0, 1.0)
+    assert image_range(nn.Sequential(nn.Linear(2, 2), nn.ReLU6()), torch.tensor([0.2, 0.9])) == (0.0, 6.0)
+    assert image_range(nn.Hardtanh(-2.0, 2.0), torch.tensor([-1.5, 0.9])) == (-2.0, 2.0)
     # outputs outside the activation's bounds (another module after it at run time): their own range
     assert image_range(nn.Sequential(nn.Tanh()), torch.tensor([-3.0, 2.0])) == (-3.0, 2.0)

@@ -94,3 +94,28 @@ def test_click_a_channel_of_a_large_on_disk_run(large_server):
                   f"undo {1e3 * undo_s:.0f} ms")
         finally:
             browser.close()
+
+
+def test_the_model_page_offers_and_opens_the_paper_generator(large_server):
+    url, _, _, _ = large_server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/?model=mlp-digits")  # the Model page is the default page
+            page.get_by_text("Layer catalogue").wait_for()
+            _settle(page)
+            page.get_by_text("Load another model").click()
+            button = page.get_by_role("button", name="paper DCGAN generator")
+            button.wait_for()
+            assert button.is_enabled()
+            assert page.get_by_text("Available: the weights in").count() == 1
+            button.click()
+            page.get_by_role("heading", name="paper DCGAN generator").wait_for()
+            _settle(page)
+            _no_exception(page)
+            assert urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["model"] == [REF]
+            _shot(page, "model-paper-gan")
+        finally:
+            browser.close()
