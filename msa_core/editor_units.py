@@ -5,6 +5,7 @@ A run of the paper's generator has 1,987 units whose modes (one image per latent
 
 * the grid is coloured by each unit's total (:func:`unit_totals`: :func:`msa_core.thumbnails.run_totals`,
   computed a range of units at a time once per run and cached next to its arrays);
+* the colour scale is that of the units shown (:func:`msa_core.editor_display.colour_scale`);
 * it shows at most :data:`GRID_LIMIT` units at a time (:func:`grid_views`: every unit of a small game, or the
   top units by total and each layer a page at a time);
 * the Shapley prediction of a lesion set ``S`` is read from the modes of the units in ``S`` only

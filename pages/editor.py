@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from msa_core import editor as ed
+from msa_core import editor_display as display
 from msa_core import editor_units as eu
 from msa_core import figures
 from msa_core import live_views as live
@@ -92,9 +93,12 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
     c2.metric("Output change", f"{change:.4f}", help="mean |edited - intact| over the raw model output")
     c3.metric("Evaluation", f"{edited.elapsed_s * 1000:.0f} ms" if edited.elapsed_s else "cached")
     if subject.output_kind == "image":
-        png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8, scale=1, gap=1)
+        lo, hi = display.image_range(editor.game.model, base.outputs)
+        png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8, scale=1, gap=1,
+                                               value_range=(lo, hi))
         inline_png(png, "intact, edited and difference images", "msaOutputImage", base.outputs)
-        st.caption(f"Rows: intact, edited, difference (edited - intact; blue < 0 < red, |difference| up to {limit:.3g}).")
+        st.caption(f"Rows: intact, edited (grey scale: black {lo:.3g}, white {hi:.3g}), difference (edited - intact; "
+                   f"blue < 0 < red, |difference| up to {limit:.3g}).")
     for name, score in edited.scores.items():
         if score.numel() > 64:  # image-shaped scores are already shown as images
             continue
@@ -146,7 +150,8 @@ def prediction_panel(edited: ed.EditorOutput) -> None:
               "predicted = intact - the sum of the lesioned units' Shapley modes")
     m2.metric("Actual change", f"{change:.4f}", help="mean |actual - intact|")
     if subject.output_kind == "image":
-        png, limit = live.image_comparison_png(actual, predicted, n_show=8, scale=1, gap=1)
+        png, limit = live.image_comparison_png(actual, predicted, n_show=8, scale=1, gap=1,
+                                               value_range=display.image_range(editor.game.model, editor.intact.outputs))
         inline_png(png, "actual and predicted lesioned images", "msaPredictionImage", actual)
         st.caption(f"Rows: actual lesioned output, the Shapley prediction (intact - sum of the lesioned units' "
                    f"modes), difference (predicted - actual, |difference| up to {limit:.3g}).")
@@ -257,10 +262,12 @@ def editor_body() -> None:
             shown_units = views[names.index(name)].units
         chart_key = f"editor_grid_{key}_{st.session_state.get(state.GRID_VERSION, 0)}"
         # the colour scale of the units shown: one layer's values may be small next to another's
-        st.plotly_chart(live.unit_grid_figure(values[list(shown_units)], lesioned, unit_indices=shown_units,
-                                              unit_labels=[labels[i] for i in shown_units]),
-                        key=chart_key, on_select=lambda: toggle(chart_key), selection_mode="points",
+        grid, scale = display.grid_figure(values[list(shown_units)], lesioned, shown_units,
+                                     [labels[i] for i in shown_units])
+        st.plotly_chart(grid, key=chart_key, on_select=lambda: toggle(chart_key), selection_mode="points",
                         config={"displayModeBar": False})
+        if scale.caption:
+            st.caption(scale.caption)
         named = ", ".join(labels[i] for i in lesioned[:40]) + (f", ... ({len(lesioned)} in all)" if len(lesioned) > 40 else "")
         st.caption("Lesioned: " + (named if lesioned else "none"))
     export_panel()

@@ -8,6 +8,7 @@ import streamlit as st
 from msa_core import figures
 from msa_core import lm_views as lm
 from msa_core.tasks import SCORES, battery_from_rows, load_battery
+from msa_core.zoo import paper_gan as paper_gan_recipe
 from ui import resources, state
 from ui.backend import list_builtins
 from ui.errors import shown
@@ -32,6 +33,18 @@ with st.expander("Load another model", expanded=False):
                 state.set_model(name)
                 st.rerun()
             cols[1].caption(description)
+        st.markdown("**The paper's generator (your weights)**")
+        problem = paper_gan_recipe.weights_problem()
+        cols = st.columns([1, 4])
+        if cols[0].button("paper DCGAN generator", key="builtin_paper_gan", width="stretch", disabled=bool(problem)):
+            state.set_model(paper_gan_recipe.RECIPE)
+            st.rerun()
+        cols[1].caption(
+            f"The paper's 128x128 RGB DCGAN generator (1,987 channels; recipe `{paper_gan_recipe.RECIPE}`). It needs "
+            f"your own weights: the operator starts the app with `{paper_gan_recipe.WEIGHTS_ENV}=/path/to/"
+            f"generator.safetensors` (or a `.pth` state dict) and optionally `{paper_gan_recipe.LATENTS_ENV}=32` "
+            "latents (default 8). " + (f"Not available here: {md_escape(problem)}." if problem
+                                       else f"Available: the weights in `${paper_gan_recipe.WEIGHTS_ENV}`."))
     with tab_upload:
         st.caption(f"A TorchScript (.pt/.ts) or torch.export (.pt2) file, at most {st.get_option('server.maxUploadSize')} "
                    "MB, and its example inputs "

@@ -83,3 +83,4 @@ def test_a_grid_of_a_subset_of_units_points_at_their_game_indices():
     assert cells["marker"]["cmax"] == 4.0 and cells["text"] == ["b:0", "b:1", "b:2"]
     with pytest.raises(ValueError, match="unit indices"):
         live.unit_grid_figure([1.0, 2.0], unit_indices=[0])
+

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 __all__ = ["PaperDCGANGenerator", "paper_dcgan_generator", "paper_gan", "read_state", "infer_config", "PAPER_CHANNELS",
-           "PAPER_NZ", "HIDDEN_BLOCKS", "WEIGHTS_ENV", "LATENTS_ENV"]
+           "PAPER_NZ", "HIDDEN_BLOCKS", "WEIGHTS_ENV", "LATENTS_ENV", "RECIPE", "weights_problem"]
 
 PAPER_NZ = 100
 PAPER_CHANNELS = (1024, 512, 256, 128, 64)
@@ -148,6 +148,25 @@ WEIGHTS_ENV = "MSA_PAPER_GAN_WEIGHTS"
 """Environment variable with the path of the user's generator weights, read by :func:`paper_gan`."""
 LATENTS_ENV = "MSA_PAPER_GAN_LATENTS"
 """Environment variable with the number of fixed latents of :func:`paper_gan` (default 8; the paper used 32)."""
+
+
+RECIPE = "msa_core.zoo.paper_gan:paper_gan"
+"""The model reference of :func:`paper_gan` (the app lists it on the Model page)."""
+
+
+def weights_problem(environ: "dict[str, str] | None" = None) -> str | None:
+    """Why :func:`paper_gan` cannot open here (one line), or None when ``$MSA_PAPER_GAN_WEIGHTS`` names a file.
+
+    Only the path is checked (the file is read when the recipe runs); ``environ`` defaults to ``os.environ``.
+    """
+    import os
+
+    weights = (os.environ if environ is None else environ).get(WEIGHTS_ENV, "").strip()
+    if not weights:
+        return f"{WEIGHTS_ENV} is not set on this server (no weights ship with MSA Explorer)"
+    if not Path(weights).expanduser().is_file():
+        return f"{WEIGHTS_ENV} names {weights!r}, which is not a file on this server"
+    return None
 
 
 def paper_gan(device: str = "cpu") -> dict[str, object]:

@@ -83,6 +83,16 @@ def test_editor_on_an_on_disk_run_of_the_paper_generator(msa_home, tmp_path, mon
     assert view.value == "top 64 by |Shapley value|" and "net.1 (32 units)" in view.options
 
     totals = np.load(msa_home / "arrays" / run.id / "totals.npy")
+    # the colour scale is the shown hidden layers': the 3 output channels (net.5) do not set it
+    from msa_core.editor_display import colour_scale
+
+    grid = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    on_grid = list(grid["customdata"])
+    outputs = [i for i in on_grid if result.unit_labels[i].startswith("net.5:")]
+    scale = colour_scale(totals[on_grid], [result.unit_labels[i] for i in on_grid])
+    assert len(outputs) == 3 and "net.5" not in scale.layers
+    assert grid["marker"]["cmax"] == pytest.approx(scale.limit) and scale.limit < np.abs(totals[outputs]).min()
+    assert grid["marker"]["colorbar"]["title"]["text"] == scale.title and scale.n_clipped >= 3
     rows_read.clear()
     at.number_input[0].set_value(3).run()
     next(b for b in at.button if b.label == "Lesion top-3").click().run()

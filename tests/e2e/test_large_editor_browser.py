@@ -5,14 +5,17 @@ a second click restores it (the unit picker of larger games: tests/app/test_larg
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import urllib.parse
 import urllib.request
 
+import numpy as np
 import pytest
 
 from app_server import streamlit_server
-from test_browser import ARGS, CHROMIUM, _click_unit, _metric, _no_exception, _settle, _shot, sync_api
+from test_browser import ARGS, ARTIFACTS, CHROMIUM, _click_unit, _metric, _no_exception, _settle, _shot, sync_api
 
 pytestmark = pytest.mark.e2e
 REF = "msa_core.zoo.paper_gan:paper_gan"
@@ -39,17 +42,27 @@ def large_server(tmp_path_factory):
         result = store.get(run.id).result
         assert result.on_disk
         unit = int(abs(result.total_contribution()).argmax())  # a channel whose lesion changes the image
+        # the intact image as the page should draw it: Tanh outputs on [-1, 1], black to white (channels averaged)
+        grey = np.round((result.intact[0].double().mean(0).numpy() + 1) / 2 * 255)
         store.close()
     finally:
         for key, value in previous.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     with streamlit_server(home, home / "streamlit.log", MSA_TORCH_THREADS="1", MSA_PAPER_GAN_WEIGHTS=str(weights),
                           MSA_PAPER_GAN_LATENTS="1") as url:
-        yield url, run.id, unit
+        yield url, run.id, unit, grey
+
+
+def _image_rows(src: str) -> list[np.ndarray]:
+    """The three rows (intact, edited, difference) of the editor's inline output PNG, each ``(128, 128, 3)``."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"), dtype=float)
+    return [pixels[r * 129:r * 129 + 128, :128] for r in range(3)]
 
 
 def test_click_a_channel_of_a_large_on_disk_run(large_server):
-    url, run_id, unit = large_server
+    url, run_id, unit, grey = large_server
     query = urllib.parse.urlencode({"model": REF, "run": run_id})
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -66,10 +79,43 @@ def test_click_a_channel_of_a_large_on_disk_run(large_server):
             assert page.locator('img[data-testid="msaPredictionImage"]').count() == 1
             assert page.get_by_text("Lesioned: net.").count() == 1
             _shot(page, "editor-large")
+            image = page.locator('img[data-testid="msaOutputImage"]')
+            image.scroll_into_view_if_needed()
+            image.screenshot(path=str(ARTIFACTS / "editor-large-output.png"))  # what the browser drew
+            rows = _image_rows(image.get_attribute("src"))
+            # random weights: Tanh outputs near 0, a mid-grey image (it was white, the lesioned one black, when
+            # both were stretched to their joint range)
+            assert np.abs(rows[0][..., 0] - grey).max() <= 1 and 100 < rows[0].mean() < 155
+            assert 100 < rows[1].mean() < 155  # the lesioned image on the same scale: grey too
             undo_s = _click_unit(page, unit)
             assert _metric(page, "Lesioned units") == "0" and float(_metric(page, "Prediction error")) == 0.0
             _no_exception(page)
             print(f"\nlarge on-disk editor (131 channels, 1 latent): click-to-output {1e3 * lesion_s:.0f} ms, "
                   f"undo {1e3 * undo_s:.0f} ms")
+        finally:
+            browser.close()
+
+
+def test_the_model_page_offers_and_opens_the_paper_generator(large_server):
+    url, _, _, _ = large_server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/?model=mlp-digits")  # the Model page is the default page
+            page.get_by_text("Layer catalogue").wait_for()
+            _settle(page)
+            page.get_by_text("Load another model").click()
+            button = page.get_by_role("button", name="paper DCGAN generator")
+            button.wait_for()
+            assert button.is_enabled()
+            assert page.get_by_text("Available: the weights in").count() == 1
+            button.click()
+            page.get_by_role("heading", name="paper DCGAN generator").wait_for()
+            _settle(page)
+            _no_exception(page)
+            assert urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["model"] == [REF]
+            _shot(page, "model-paper-gan")
         finally:
             browser.close()
