@@ -10,6 +10,7 @@ import os
 import streamlit as st
 import torch
 
+from msa_core.zoo import paper_gan
 from ui import resources, state
 from ui.backend import describe_run, list_builtins
 from ui.errors import shown
@@ -38,6 +39,10 @@ with st.sidebar:
     with shown("Listing the built-in models"):
         builtins = list(list_builtins())
     options = [(name, None) for name, _ in builtins]
+    names: dict[tuple[str, str | None], str] = {}
+    if paper_gan.weights_problem() is None:  # this server set $MSA_PAPER_GAN_WEIGHTS: list the paper's generator
+        options.append((paper_gan.RECIPE, None))
+        names[(paper_gan.RECIPE, None)] = "paper DCGAN generator"
     options += [choice for choice in st.session_state.get(state.EXTRA_MODELS, []) if choice not in options]
     if state.choice() not in options:
         options.append(state.choice())
@@ -46,7 +51,7 @@ with st.sidebar:
         "Model",
         options,
         index=options.index(state.choice()),
-        format_func=state.choice_label,
+        format_func=lambda choice: names.get(choice) or state.choice_label(choice),
         help="A built-in model, or one you loaded on the Model page.",
         key=model_key,
         on_change=lambda: state.set_model(*st.session_state[model_key]),

@@ -3,7 +3,7 @@
 * :func:`colour_scale` / :func:`grid_figure`: the grid is coloured on the scale of the units it shows, robust to
   a few units with huge totals (the paper generator's 3 output channels have totals of about ±2,000, ~100x its
   hidden channels': on their scale every hidden cell is grey);
-* :func:`image_range`: the grey scale of image outputs, the model's output bounds when its last module is a
+* :func:`image_range`: the value scale of image outputs (grey, or each channel of an RGB one), the model's output bounds when its last module is a
   bounded activation (a generator's Tanh: [-1, 1]), else the intact output's range, so the edited image is drawn
   on the intact one's scale (a lesion that darkens the image shows darker, not renormalised).
 """
@@ -103,8 +103,8 @@ def grid_figure(totals: Any, lesioned: Sequence[int], unit_indices: Sequence[int
     Returns ``(figure dict, scale)``.
     """
     scale = colour_scale(totals, unit_labels)
-    figure = unit_grid_figure(totals, lesioned, unit_indices=unit_indices, unit_labels=unit_labels, limit=scale.limit)
-    figure["data"][0]["marker"]["colorbar"]["title"]["text"] = scale.title
+    figure = unit_grid_figure(totals, lesioned, unit_indices=unit_indices, unit_labels=unit_labels, limit=scale.limit,
+                              colour_title=scale.title)
     return figure, scale
 
 
@@ -121,7 +121,8 @@ def _bounds(module: nn.Module | None) -> tuple[float, float] | None:
 
 
 def image_range(model: nn.Module | None, intact: Any) -> tuple[float, float]:
-    """The grey scale ``(lo, hi)`` of an image model's outputs: black at ``lo``, white at ``hi``.
+    """The value scale ``(lo, hi)`` of an image model's outputs: black at ``lo``, white at ``hi`` (in each channel of
+    an RGB output: :func:`msa_core.live_views.image_pixels`).
 
     ``intact``: the intact outputs ``(n_images, [C,] H, W)``. When the last module registered in ``model`` is one
     of :data:`BOUNDED_OUTPUTS` (or a Hardtanh) and ``intact`` lies within its bounds, those bounds (a

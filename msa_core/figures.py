@@ -351,18 +351,24 @@ def _grey(img: np.ndarray, lo: float, hi: float, showscale: bool = False) -> go.
                       hovertemplate="%{z:.3f}<extra></extra>")
 
 
-def sample_images(images: Any, *, titles: Sequence[str] | None = None, n_cols: int = 8, n_show: int = 16) -> go.Figure:
-    """A grid of input or output images ``(k, [C,] H, W)`` in grey."""
-    a = as_numpy(images)
-    a = a.reshape(a.shape[0], -1, *a.shape[-2:]).mean(1)[:n_show]
+def sample_images(images: Any, *, titles: Sequence[str] | None = None, n_cols: int = 8, n_show: int = 16,
+                  value_range: tuple[float, float] | None = None) -> go.Figure:
+    """A grid of input or output images ``(k, [C,] H, W)``: three channels in colour (an RGB generator's), any
+    other in grey (channels averaged), black to white over ``value_range`` ``(lo, hi)`` (default: the images'
+    joint range; the Model page passes :func:`msa_core.editor_display.image_range`, a Tanh generator's [-1, 1])."""
+    from .live_views import display_values, image_pixels
+
+    a = display_values(as_numpy(images)[:n_show])
     n = a.shape[0]
     n_cols = max(1, min(n_cols, n))
     n_rows = math.ceil(n / n_cols)
     fig = make_subplots(rows=n_rows, cols=n_cols, horizontal_spacing=0.01, vertical_spacing=0.06,
                         subplot_titles=list(titles[:n]) if titles is not None else None)
-    lo, hi = float(a.min()), float(a.max())
+    lo, hi = value_range or (float(a.min()), float(a.max()))
+    rgb = image_pixels(a, (lo, hi)) if a.ndim == 4 else None
     for k in range(n):
-        fig.add_trace(_grey(a[k], lo, hi), row=k // n_cols + 1, col=k % n_cols + 1)
+        trace = go.Image(z=rgb[k], hoverinfo="skip") if rgb is not None else _grey(a[k], lo, hi)
+        fig.add_trace(trace, row=k // n_cols + 1, col=k % n_cols + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     _square_pixels(fig, n)

@@ -9,7 +9,8 @@ selections by 150 ms), score bars are Apache ECharts option dicts (plain JSON, n
 outputs are one PNG. No Streamlit here, so every view is unit-testable.
 
 Conventions as in :mod:`msa_core.figures`: Shapley values on a diverging scale centred at 0 (blue < 0 <
-red), images in grey.
+red), images in grey, three-channel images (an RGB generator's) in colour with their differences as colour shifts
+(:func:`msa_core.figure_data.colour_shift`, as on the Modes page).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .figures import as_numpy
+from .figure_data import as_numpy, colour_shift, is_rgb_output
 
 __all__ = [
     "DIVERGING_COLOURS",
@@ -29,7 +30,10 @@ __all__ = [
     "score_comparison_option",
     "token_probability_option",
     "image_comparison_png",
+    "image_pixels",
+    "display_values",
     "diverging_rgb",
+    "GRID_COLOUR_TITLE",
 ]
 
 DIVERGING_COLOURS = ["#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", "#b2182b"]
@@ -37,6 +41,9 @@ DIVERGING_COLOURS = ["#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef
 
 PLOTLY_DIVERGING = [[k / (len(DIVERGING_COLOURS) - 1), c] for k, c in enumerate(DIVERGING_COLOURS)]
 """The same scale as a Plotly colour scale (position, colour)."""
+
+GRID_COLOUR_TITLE = "Shapley<br>value"
+"""The unit grid's default colour-bar title (HTML line breaks)."""
 
 INTACT_COLOUR = "#95a5a6"
 EDITED_COLOUR = "#c0392b"
@@ -50,6 +57,7 @@ def unit_grid_figure(
     n_cols: int | None = None,
     unit_indices: Sequence[int] | None = None,
     limit: float | None = None,
+    colour_title: str = GRID_COLOUR_TITLE,
 ) -> dict[str, Any]:
     """The units as a clickable grid of cells coloured by Shapley value; lesioned cells crossed out.
 
@@ -69,6 +77,7 @@ def unit_grid_figure(
             the points' ``customdata``, matched against ``lesioned``; default ``0..n_units-1``).
         limit: the colour scale's end (default: the largest |value| shown; pass the game's so that pages
             of one game share one scale).
+        colour_title: the colour bar's title (HTML line breaks; default :data:`GRID_COLOUR_TITLE`).
 
     Returns:
         A figure dict for ``st.plotly_chart(..., on_select=..., selection_mode="points")``.
@@ -103,7 +112,7 @@ def unit_grid_figure(
                          + "click to toggle<extra></extra>",
         "marker": {"symbol": symbols, "size": cell, "color": [float(x) for x in v], "colorscale": PLOTLY_DIVERGING,
                    "cmin": -limit, "cmax": limit, "line": {"width": widths, "color": edges},
-                   "colorbar": {"title": {"text": "Shapley<br>value", "side": "top"}, "thickness": 10},
+                   "colorbar": {"title": {"text": colour_title, "side": "top"}, "thickness": 10},
                    "showscale": bool(np.any(v))},
         # a click selects a point; keep every cell at full opacity whatever is selected
         "selected": {"marker": {"opacity": 1}}, "unselected": {"marker": {"opacity": 1}},
@@ -175,36 +184,64 @@ def diverging_rgb(values: np.ndarray, limit: float) -> np.ndarray:
     return np.round(stops[low] * (1 - frac) + stops[low + 1] * frac).astype(np.uint8)
 
 
+def display_values(images: Any) -> np.ndarray:
+    """The float64 values drawn of images ``(n_images, ..., H, W)``: ``(n_images, 3, H, W)`` for RGB ones
+    (:func:`msa_core.figure_data.is_rgb_output`; axes between the inputs and the channels averaged), else
+    ``(n_images, H, W)``, the channels averaged (grey)."""
+    a = as_numpy(images).astype(np.float64)
+    if is_rgb_output(a.shape):
+        return a.reshape(a.shape[0], -1, *a.shape[-3:]).mean(1)
+    return a.reshape(a.shape[0], -1, *a.shape[-2:]).mean(1)
+
+
+def _pixels(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    span = hi - lo or 1.0
+    v = (np.clip((a - lo) / span, 0, 1) * 255).round().astype(np.uint8)
+    return v.transpose(0, 2, 3, 1) if v.ndim == 4 else np.repeat(v[..., None], 3, axis=-1)
+
+
+def image_pixels(images: Any, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """``(n_images, H, W, 3)`` uint8 colours of images ``(n_images, [C,] H, W)`` on ``value_range``.
+
+    Three channels (:func:`msa_core.figure_data.is_rgb_output`: ``(n, ..., 3, H, W)``, e.g. an RGB generator's)
+    are drawn as RGB, each channel on the same ``(lo, hi)``; any other output is grey, its channels averaged.
+    ``lo`` maps to 0, ``hi`` to 255, values beyond them clip; ``value_range`` defaults to the images' own range.
+    """
+    a = display_values(images)
+    lo, hi = value_range or (float(a.min()), float(a.max()))
+    return _pixels(a, lo, hi)
+
+
 def image_comparison_png(intact: Any, edited: Any, *, n_show: int = 8, scale: int = 4, gap: int = 4,
                          value_range: tuple[float, float] | None = None) -> tuple[bytes, float]:
     """One PNG: rows intact / edited / difference (edited - intact) for the first ``n_show`` images.
 
     Args:
-        intact, edited: ``(n_images, [C,] H, W)`` model outputs (channels averaged).
+        intact, edited: ``(n_images, [C,] H, W)`` model outputs of one shape: three channels are drawn in colour
+            (:func:`image_pixels`), other outputs in grey (channels averaged).
         n_show: images per row.
         scale: each pixel drawn as a ``scale x scale`` block (crisp, no smoothing).
         gap: white pixels between images.
-        value_range: grey scale ``(lo, hi)`` (default: the range of both).
+        value_range: the scale ``(lo, hi)`` of both image rows, black to white in each channel (default: the
+            range of both).
 
     Returns:
-        ``(png_bytes, limit)``: the image, and the largest |difference| (the diverging scale's end).
+        ``(png_bytes, limit)``: the image, and the largest |difference| (the difference scale's end). Grey
+        outputs' difference is on :data:`DIVERGING_COLOURS` (white: no change); RGB outputs' is each channel's
+        signed difference as a colour shift (:func:`msa_core.figure_data.colour_shift`, as the Modes page draws
+        RGB modes: mid-grey where nothing changed, a channel brighter where it rose, darker where it fell), so a
+        lesion that turns red into blue shows, where the channel mean would hide it.
     """
     from PIL import Image
 
-    a, b = as_numpy(intact).astype(np.float64), as_numpy(edited).astype(np.float64)
-    a = a.reshape(a.shape[0], -1, *a.shape[-2:]).mean(1)
-    b = b.reshape(b.shape[0], -1, *b.shape[-2:]).mean(1)
+    a, b = display_values(intact), display_values(edited)
     n = min(n_show, a.shape[0])
     lo, hi = value_range or (float(min(a.min(), b.min())), float(max(a.max(), b.max())))
-    span = hi - lo or 1.0
     diff = b[:n] - a[:n]
     limit = float(np.abs(diff).max())
     h, w = a.shape[-2:]
-    rows = [
-        np.repeat(((np.clip((a[:n] - lo) / span, 0, 1)) * 255).round().astype(np.uint8)[..., None], 3, axis=-1),
-        np.repeat(((np.clip((b[:n] - lo) / span, 0, 1)) * 255).round().astype(np.uint8)[..., None], 3, axis=-1),
-        diverging_rgb(diff, limit),
-    ]
+    difference = (np.stack([colour_shift(d, limit) for d in diff]) if diff.ndim == 4 else diverging_rgb(diff, limit))
+    rows = [_pixels(a[:n], lo, hi), _pixels(b[:n], lo, hi), difference]
     sh, sw = h * scale, w * scale
     canvas = np.full((3 * sh + 2 * gap, n * sw + (n - 1) * gap, 3), 255, dtype=np.uint8)
     for r, row in enumerate(rows):

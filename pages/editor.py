@@ -97,8 +97,13 @@ def output_panel(base: ed.EditorOutput, edited: ed.EditorOutput) -> None:
         png, limit = live.image_comparison_png(base.outputs, edited.outputs, n_show=8, scale=1, gap=1,
                                                value_range=(lo, hi))
         inline_png(png, "intact, edited and difference images", "msaOutputImage", base.outputs)
-        st.caption(f"Rows: intact, edited (grey scale: black {lo:.3g}, white {hi:.3g}), difference (edited - intact; "
-                   f"blue < 0 < red, |difference| up to {limit:.3g}).")
+        if figures.is_rgb_output(base.outputs.shape):
+            st.caption(f"Rows: intact, edited (each colour channel from {lo:.3g} to {hi:.3g}), difference (edited - "
+                       f"intact per channel: mid-grey = no change, a colour brighter where it rose, darker where it "
+                       f"fell; |difference| up to {limit:.3g}).")
+        else:
+            st.caption(f"Rows: intact, edited (grey scale: black {lo:.3g}, white {hi:.3g}), difference (edited - "
+                       f"intact; blue < 0 < red, |difference| up to {limit:.3g}).")
     for name, score in edited.scores.items():
         if score.numel() > 64:  # image-shaped scores are already shown as images
             continue
@@ -153,8 +158,10 @@ def prediction_panel(edited: ed.EditorOutput) -> None:
         png, limit = live.image_comparison_png(actual, predicted, n_show=8, scale=1, gap=1,
                                                value_range=display.image_range(editor.game.model, editor.intact.outputs))
         inline_png(png, "actual and predicted lesioned images", "msaPredictionImage", actual)
+        shift = (" per channel: mid-grey = none, a colour brighter where the prediction is higher"
+                 if figures.is_rgb_output(actual.shape) else "; blue < 0 < red")
         st.caption(f"Rows: actual lesioned output, the Shapley prediction (intact - sum of the lesioned units' "
-                   f"modes), difference (predicted - actual, |difference| up to {limit:.3g}).")
+                   f"modes), difference (predicted - actual{shift}, |difference| up to {limit:.3g}).")
     elif actual.numel() <= 64:
         st.echarts_chart(live.score_comparison_option(actual, predicted, title="actual vs predicted output",
                                                       y_title="output"), key="editor_prediction_bars", height=260)

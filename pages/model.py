@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from msa_core import figures
+from msa_core import editor_display, figures
 from msa_core import lm_views as lm
 from msa_core.tasks import SCORES, battery_from_rows, load_battery
 from msa_core.zoo import paper_gan as paper_gan_recipe
@@ -97,7 +97,11 @@ with left:
     if "images" in samples:
         labels = samples.get("labels")
         titles = [f"label {int(v)}" for v in labels] if labels is not None else None
-        st.plotly_chart(figures.sample_images(samples["images"], titles=titles), key="model_samples")
+        # a generator's outputs on its bounds (a Tanh: [-1, 1]) as in the Editor; input images on their own range
+        value_range = editor_display.image_range(subject.model if subject.output_kind == "image" else None,
+                                                 samples["images"])
+        st.plotly_chart(figures.sample_images(samples["images"], titles=titles, value_range=value_range),
+                        key="model_samples")
         if subject.output_kind == "image":
             st.caption("Generated images for the first latent vectors (the default output).")
     if "words" in samples:

@@ -1,5 +1,5 @@
 """What the editor draws (issue 13): the grid's colour scale from the units shown, robust to a few units with
-huge totals, and the grey range of image outputs (a Tanh generator on [-1, 1])."""
+huge totals, and the value range of image outputs (a Tanh generator on [-1, 1], in colour)."""
 
 from __future__ import annotations
 
@@ -61,14 +61,19 @@ def test_image_range_is_the_tanh_bounds_and_draws_the_edited_image_on_the_intact
     with torch.no_grad():
         intact = generator(latents)
     assert image_range(generator, intact) == (-1.0, 1.0)  # its last module is the Tanh
-    # a lesion of one output channel shifts the channel mean: drawn on [-1, 1], each image keeps its own grey
+    # a lesion of the blue output channel: drawn in colour on [-1, 1], red and green stay, blue turns mid-level
     edited = intact.clone()
     edited[:, 2] = 0
-    png, _ = live.image_comparison_png(intact, edited, n_show=2, scale=1, gap=1, value_range=image_range(generator, intact))
-    pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float64)[..., 0]
+    png, limit = live.image_comparison_png(intact, edited, n_show=2, scale=1, gap=1,
+                                           value_range=image_range(generator, intact))
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64)
     for row, image in ((0, intact), (1, edited)):
-        expected = np.round(np.clip((image[0].mean(0).double().numpy() + 1) / 2, 0, 1) * 255)
-        assert np.abs(pixels[row * 129:row * 129 + 128, :128] - expected).max() <= 1
+        expected = np.round(np.clip((image[0].double().numpy().transpose(1, 2, 0) + 1) / 2, 0, 1) * 255)
+        assert (pixels[row * 129:row * 129 + 128, :128] == expected).all()
+    assert (pixels[129:129 + 128, :128, 2] == 128).all()  # blue at 0: the middle of [-1, 1]
+    assert limit == pytest.approx(float(intact[:2, 2].abs().max()))
+    shift = pixels[2 * 129:, :128]  # the difference row: red and green unchanged (mid-grey), blue shifted
+    assert (shift[..., :2] == 128).all() and (shift[..., 2] != 128).any()
     # no bounded last activation: the intact output's own range, whatever the edited one's
     linear = nn.Sequential(nn.Linear(2, 2))
     assert image_range(linear, torch.tensor([[0.5, 3.0]])) == (0.5, 3.0)

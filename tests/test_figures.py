@@ -72,6 +72,23 @@ def test_score_and_sample_figures():
     assert len(F.sample_images(np.zeros((5, 8, 8)), titles=list("abcde")).data) == 5
 
 
+def test_sample_images_draw_grey_on_a_value_range_and_rgb_in_colour():
+    grey = np.linspace(0.2, 0.6, 2 * 8 * 8).reshape(2, 1, 8, 8)
+    stretched = F.sample_images(grey).data
+    assert [(t.type, t.zmin, t.zmax) for t in stretched] == [("heatmap", 0.2, 0.6)] * 2  # default: the joint range
+    bounded = F.sample_images(grey, value_range=(-1.0, 1.0)).data
+    assert [(t.zmin, t.zmax) for t in bounded] == [(-1.0, 1.0)] * 2
+    assert np.asarray(bounded[1].z).tolist() == grey[1, 0].tolist()  # the values themselves, for the hover
+    rgb = np.zeros((3, 3, 8, 8))
+    rgb[1, :, 2, 5] = [-1.0, 0.5, 1.0]
+    fig = F.sample_images(rgb, titles=list("abc"), value_range=(-1.0, 1.0))
+    assert [t.type for t in fig.data] == ["image"] * 3
+    pixels = np.asarray(fig.data[1].z)
+    assert pixels.shape == (8, 8, 3) and pixels[2, 5].tolist() == [0, 191, 255]  # -1, 0.5 (191.25), 1
+    assert pixels[0, 0].tolist() == [128, 128, 128]  # 0: the middle of [-1, 1]
+    assert [a.text for a in fig.layout.annotations] == list("abc")
+
+
 def test_lesion_curve_figure_from_either_form():
     x = np.arange(4)
     curves = {"removed": x, "curves": {"Shapley": np.array([1, 0.5, 0.2, 0.1])}, "random_mean": np.ones(4) * 0.8,

@@ -1,7 +1,8 @@
 """End-to-end (issue 13): the Editor of a reduced-width paper generator (the recipe
 ``msa_core.zoo.paper_gan:paper_gan`` with the user's weights) on an on-disk run of 131 channels, in a real
 browser: a click on a cell lesions that channel and the Shapley prediction is drawn next to the actual output;
-a second click restores it (the unit picker of larger games: tests/app/test_large_editor.py). Screenshot: ``test-artifacts/editor-large.png``."""
+a second click restores it (the unit picker of larger games: tests/app/test_large_editor.py); the output is drawn
+in colour (RGB). Screenshots: ``test-artifacts/editor-large.png``, ``editor-large-output.png``."""
 
 from __future__ import annotations
 
@@ -42,15 +43,15 @@ def large_server(tmp_path_factory):
         result = store.get(run.id).result
         assert result.on_disk
         unit = int(abs(result.total_contribution()).argmax())  # a channel whose lesion changes the image
-        # the intact image as the page should draw it: Tanh outputs on [-1, 1], black to white (channels averaged)
-        grey = np.round((result.intact[0].double().mean(0).numpy() + 1) / 2 * 255)
+        # the intact image as the page should draw it: Tanh outputs on [-1, 1], each channel black to white (RGB)
+        colour = np.round((result.intact[0].double().numpy().transpose(1, 2, 0) + 1) / 2 * 255)
         store.close()
     finally:
         for key, value in previous.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     with streamlit_server(home, home / "streamlit.log", MSA_TORCH_THREADS="1", MSA_PAPER_GAN_WEIGHTS=str(weights),
                           MSA_PAPER_GAN_LATENTS="1") as url:
-        yield url, run.id, unit, grey
+        yield url, run.id, unit, colour
 
 
 def _image_rows(src: str) -> list[np.ndarray]:
@@ -62,7 +63,7 @@ def _image_rows(src: str) -> list[np.ndarray]:
 
 
 def test_click_a_channel_of_a_large_on_disk_run(large_server):
-    url, run_id, unit, grey = large_server
+    url, run_id, unit, colour = large_server
     query = urllib.parse.urlencode({"model": REF, "run": run_id})
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -84,9 +85,13 @@ def test_click_a_channel_of_a_large_on_disk_run(large_server):
             image.screenshot(path=str(ARTIFACTS / "editor-large-output.png"))  # what the browser drew
             rows = _image_rows(image.get_attribute("src"))
             # random weights: Tanh outputs near 0, a mid-grey image (it was white, the lesioned one black, when
-            # both were stretched to their joint range)
-            assert np.abs(rows[0][..., 0] - grey).max() <= 1 and 100 < rows[0].mean() < 155
-            assert 100 < rows[1].mean() < 155  # the lesioned image on the same scale: grey too
+            # both were stretched to their joint range), now in colour: its three channels drawn, not averaged
+            assert np.abs(rows[0] - colour).max() <= 1 and 100 < rows[0].mean() < 155
+            assert np.abs(rows[0][..., 0] - rows[0][..., 2]).max() >= 2  # red and blue differ: not grey
+            assert 100 < rows[1].mean() < 155  # the lesioned image on the same scale: grey-ish too
+            # the difference row: each channel's shift around mid-grey, its largest |difference| at 0 or 255
+            assert rows[2].max() == 255 or rows[2].min() == 0
+            assert page.get_by_text("each colour channel from -1 to 1").count() == 1
             undo_s = _click_unit(page, unit)
             assert _metric(page, "Lesioned units") == "0" and float(_metric(page, "Prediction error")) == 0.0
             _no_exception(page)
