@@ -109,8 +109,8 @@ def test_methods_that_cannot_meet_the_bound_say_so():
     game = LowRankLinear(30, (20, 250))
     with pytest.raises(ValueError, match="too small for outputs of 5000 values"):  # below one row a player
         shapley_modes(game, 30, method="owen", n_permutations=4, max_memory="1MB")
-    with pytest.raises(ValueError, match="does not take max_memory"):
-        shapley_modes(LowRankLinear(4, (3,)), 4, method="topk", max_memory="8MB")
+    with pytest.raises(ValueError, match="too small for outputs of 50000 values: a streamed topk unit"):
+        shapley_modes(LowRankLinear(30, (20, 2500)), 30, method="topk", n_permutations=4, max_memory="1MB")
 
 
 CHILD = textwrap.dedent("""

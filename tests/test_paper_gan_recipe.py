@@ -27,6 +27,8 @@ def test_the_recipe_loads_the_users_weights_with_presets(tmp_path, monkeypatch):
         assert subject.inputs.shape == (2, 16) and subject.output_kind == "image"
         with torch.no_grad():
             assert torch.equal(subject.model(subject.inputs), generator(subject.inputs))  # the user's weights
+            # the Model page's samples are the generated images of the first latents, colour channels kept
+            assert torch.equal(torch.from_numpy(subject.samples["images"]), generator(subject.inputs[:4]))
         assert subject.default_units == ["net.2"]
         assert subject.unit_presets == {"hidden channels (54)": [f"net.{i}" for i in range(5)],
                                         "all channels (57, output included)": [f"net.{i}" for i in range(6)]}

@@ -199,7 +199,10 @@ def paper_gan(device: str = "cpu") -> dict[str, object]:
     latents = torch.randn(n_latents, int(config["nz"]), generator=torch.Generator().manual_seed(0))
     hidden = [f"net.{i}" for i in range(len(config["channels"]))]
     n_hidden = sum(config["channels"])
+    with torch.no_grad():  # the Model page's sample images: the first latents' generated images (k, 3, H, W)
+        images = model(latents[:4].to(next(model.parameters()).device)).cpu().numpy()
     return {
+        "samples": {"images": images},
         "model": model, "inputs": latents, "default_units": [hidden[len(hidden) // 2]],
         "unit_presets": {f"hidden channels ({n_hidden:,})": hidden,
                          f"all channels ({n_hidden + int(config['out_channels']):,}, output included)":
