@@ -297,7 +297,8 @@ def _rgb_detail(mode: np.ndarray, se: np.ndarray | None, sample: int | str, titl
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     _square_pixels(fig, 5)
-    fig.update_layout(title=title, height=560, margin=_MARGIN)
+    # a taller top margin: the subplot titles of the first row sit just under the figure's title
+    fig.update_layout(title=title, height=580, margin={**_MARGIN, "t": 70})
     return fig
 
 
