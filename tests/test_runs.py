@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -22,75 +17,7 @@ from msa_core.runs.store import RunNotFound
 
 from .games_for_tests import save_torchscript_and_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
-
-RECIPE = textwrap.dedent(
-    '''
-    import os, time
-    import torch
-    from torch import nn
-
-    class Slow(nn.Module):
-        """Identity that sleeps $MSA_TEST_DELAY seconds per call (not part of the weights)."""
-        def forward(self, x):
-            delay = float(os.environ.get("MSA_TEST_DELAY", "0") or 0)
-            if delay:
-                time.sleep(delay)
-            return x
-
-    class Limit(nn.Module):
-        """Identity that fails like a GPU out of memory above max_rows rows."""
-        raised = 0
-        def __init__(self, max_rows):
-            super().__init__()
-            self.max_rows = max_rows
-        def forward(self, x):
-            if x.shape[0] > self.max_rows:
-                Limit.raised += 1
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-            return x
-
-    class Boom(nn.Module):
-        """Identity that breaks when every unit of a row is lesioned (the empty coalition)."""
-        def forward(self, x):
-            if bool((x == 0).all(dim=-1).any()):
-                raise RuntimeError("boom: the model broke")
-            return x
-
-    def _base(middle):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), middle, nn.Linear(16, 3))
-        return {"model": model, "inputs": torch.randn(8, 6), "default_units": ["1"]}
-
-    def make():
-        return _base(Slow())
-
-    def make_oom():
-        return _base(Limit(8 * 16))
-
-    def make_boom():
-        return _base(Boom())
-    '''
-)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    """Every test here runs tiny models: one torch thread (see conftest)."""
-
-
-@pytest.fixture()
-def recipe(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny_recipe.py"
-    path.write_text(RECIPE)
-    return path
-
-
-@pytest.fixture()
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunStore:
-    monkeypatch.setenv("MSA_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MSA_TEST_DELAY", raising=False)
-    return RunStore(tmp_path / "store")
+from .run_fixtures import RECIPE, _one_thread, recipe, store  # noqa: F401  (fixtures)
 
 
 def test_default_root_reads_msa_home_at_call_time(tmp_path, monkeypatch):
@@ -228,102 +155,6 @@ def test_export_import_delete(recipe, store, tmp_path):
         store.import_(csv)
     with pytest.raises(RunNotFound):
         store.export("ffffffff", tmp_path / "x.npz")
-
-
-def test_cancel_keeps_a_checkpoint_and_resume_equals_an_uninterrupted_run(recipe, store, tmp_path):
-    spec = RunSpec(f"{recipe}:make", n_permutations=600, seed=5, batch_size=64)  # 3 blocks of 256 units
-    reference = execute(spec, RunStore(tmp_path / "reference"))
-    cancel = threading.Event()
-
-    def progress(done: int, total: int) -> None:
-        if done > 256 * 15 + 2:  # inside the second block: the first is merged
-            cancel.set()
-
-    from msa_core import RunCancelled
-
-    with pytest.raises(RunCancelled):
-        execute(spec, store, progress=progress, cancel=cancel, checkpoint_interval=0.0)
-    key = run_key(spec)
-    state, info = store.load_checkpoint(key)
-    assert state["next_unit"] == 256 and info["key"] == key
-    assert store.get(key) is None  # nothing half-finished is listed as a run
-
-    resumed = execute(spec, store)
-    assert resumed.params["resumed_from_unit"] == 256
-    assert resumed.params["evaluations_this_session"] < reference.result.n_evaluations
-    assert torch.equal(resumed.result.values, reference.result.values)
-    assert torch.equal(resumed.result.stderr, reference.result.stderr)
-    assert resumed.result.n_evaluations == reference.result.n_evaluations
-    assert not store.has_checkpoint(key)  # the finished run replaces its checkpoint
-
-
-KILL_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from msa_core.runs import RunSpec, RunStore, execute
-    spec = RunSpec(sys.argv[1], n_permutations=1280, seed=11, batch_size=128)
-    record = execute(spec, RunStore(sys.argv[2]))
-    print("finished", record.id, flush=True)
-    """
-)
-
-
-def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_result(recipe, store, tmp_path):
-    """A real subprocess is killed with SIGKILL after its first checkpoint; the run resumes from it."""
-    ref = f"{recipe}:make"
-    spec = RunSpec(ref, n_permutations=1280, seed=11, batch_size=128)  # 5 blocks of 256 permutations
-    key = run_key(spec)
-    script = tmp_path / "run_it.py"
-    script.write_text(KILL_SCRIPT)
-    env = {**os.environ, "MSA_TEST_DELAY": "0.02", "MSA_CHECKPOINT_INTERVAL": "0", "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, str(script), ref, str(store.root)], env=env, cwd=str(tmp_path),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not store.has_checkpoint(key):
-            assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint within 60 s"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == -signal.SIGKILL
-    assert store.get(key) is None
-    state, _ = store.load_checkpoint(key)
-    assert 0 < state["next_unit"] < 1280
-
-    resumed = execute(spec, store)  # the same run again: continues from the checkpoint
-    reference = execute(spec, RunStore(tmp_path / "uninterrupted"))
-    assert resumed.params["resumed_from_unit"] == state["next_unit"]
-    assert torch.equal(resumed.result.values, reference.result.values)
-    assert torch.equal(resumed.result.stderr, reference.result.stderr)
-    saved = reference.result.n_evaluations - resumed.params["evaluations_this_session"]
-    assert saved == state["n_evaluations"] > 0
-    print(f"kill -9 resume: {saved} of {reference.result.n_evaluations} evaluations reused from the checkpoint")
-
-
-def test_out_of_memory_halves_the_batch_and_changes_nothing(recipe, store, tmp_path):
-    """The model raises CUDA OOM above 16 coalitions per call: the runner halves 64 -> 32 -> 16 and goes on."""
-    ref = f"{recipe}:make_oom"
-    small = execute(RunSpec(ref, n_permutations=20, seed=2, batch_size=16), RunStore(tmp_path / "small"))
-    big = execute(RunSpec(ref, n_permutations=20, seed=2, batch_size=64), store)
-    modules = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(recipe)]
-    assert modules and max(m.Limit.raised for m in modules) >= 2  # 64 -> 32 -> 16 coalitions per call
-    assert torch.equal(small.result.values, big.result.values)
-    assert torch.equal(small.result.stderr, big.result.stderr)
-    assert big.result.n_evaluations == small.result.n_evaluations == 2 + 20 * 15
-
-
-def test_a_failing_model_leaves_no_run(recipe, store):
-    with pytest.raises(Exception, match="boom"):
-        execute(RunSpec(f"{recipe}:make_boom", n_permutations=4), store)
-    assert store.list() == []
 
 
 def test_record_json_roundtrip(recipe, store):
