@@ -140,7 +140,11 @@ with right:
                                    "evaluations spread over the workers of " + ("the server's Ray cluster"
                                    if ray_setting["address"] else "a Ray instance this server runs") + "; the "
                                    "values equal a local run's with the same seed.")
-        if backend == "ray":
+        if backend == "ray" and not run_ray.accumulates_samples(method, options):
+            st.caption(f"**{method}** is not a sampling method: Ray spreads its evaluations over the workers and "
+                       "the driver keeps the values (no accumulate mode).")
+            ray_submit = run_ray.submit_options(backend)
+        elif backend == "ray":
             mode = state.url_widget(st.radio, "Ray accumulate", "ray_accumulate", options=list(run_ray.ACCUMULATE),
                                     default="auto", captions=list(run_ray.ACCUMULATE.values()))
             units_text = ""

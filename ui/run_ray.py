@@ -64,14 +64,24 @@ def units_per_task(text: str | None) -> tuple[int | None, str | None]:
 def submit_options(backend: str, accumulate: str | None = None, units: int | None = None) -> dict[str, Any]:
     """Keyword arguments of :meth:`~msa_core.runs.JobRunner.submit` for the chosen backend: ``{}`` for local
     (or where the server does not offer Ray), else ``{"backend": "ray", "address": the server's address,
-    "ray_options": {"accumulate": mode[, "units_per_task": units]}}``."""
+    "ray_options": {"accumulate": mode[, "units_per_task": units]}}`` (``ray_options`` None where neither
+    is given: a method that does not accumulate samples)."""
     setting = server_ray()
     if backend != "ray" or not setting["offered"]:
         return {}
-    options: dict[str, Any] = {"accumulate": accumulate or "auto"}
+    options: dict[str, Any] = {"accumulate": accumulate} if accumulate else {}
     if units is not None:
         options["units_per_task"] = int(units)
-    return {"backend": "ray", "address": setting["address"], "ray_options": options}
+    return {"backend": "ray", "address": setting["address"], "ray_options": options or None}
+
+
+def accumulates_samples(method: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether a Ray run of ``method`` can accumulate on the workers (a sampling method: permutation,
+    antithetic, owen, truncated); the others always spread their evaluations (the accumulate mode and units
+    per task do not apply). The rule of :func:`msa_core.runs.ray_accumulate.choose_accumulate`."""
+    from msa_core.estimators import SamplingEstimator, make_estimator
+
+    return isinstance(make_estimator(method, **(options or {})), SamplingEstimator)
 
 
 def hide_address(text: str | None) -> str | None:

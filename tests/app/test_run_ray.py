@@ -87,6 +87,9 @@ def test_with_the_opt_in_the_ray_settings_round_trip_and_bad_units_refuse_the_la
     assert _by_label(again.text_input, UNITS).value == "16"
     _by_label(again.radio, "Ray accumulate").set_value("driver").run()  # the driver mode takes no units per task
     assert UNITS not in _labels(again.text_input) and "ray_units" not in _params(again)
+    _by_label(again.selectbox, "Estimator").set_value("exact").run()  # not a sampling method: no mode to choose
+    assert "Ray accumulate" not in _labels(again.radio) and "ray_accumulate" not in _params(again)
+    assert any(c.value.startswith("**exact** is not a sampling method") for c in again.caption)
     bad = _open_with_errors({**params, "ray_units": "-3"})  # a bad link: one line, no launch
     assert [e.value for e in bad.error] == [
         "Units per task '-3': write a whole number from 1 to 1,000,000,000 (empty: automatic, four rounds over "
