@@ -8,7 +8,7 @@ import streamlit as st
 
 from msa_core import lm_views as lm
 from msa_core.estimators import MAX_EXACT_PLAYERS, METHOD_DESCRIPTIONS, METHODS
-from ui import resources, state
+from ui import resources, run_ray, state
 from ui.backend import RunSpec, describe_units, progress_text, run_budget
 from ui.errors import message, shown
 from ui.run_cost import automatic_bound_text, memory_bound, run_cost, run_plan
@@ -50,13 +50,16 @@ def job_panel(job: str) -> None:
         state.set_run(status.run_id)
         st.session_state["msa_last_done"] = status.run_id
         st.session_state["msa_last_on_disk"] = bool(status.on_disk)
+        st.session_state["msa_last_computed"] = (("It was already stored. " if status.cached else "")
+                                                 + run_ray.computed_text(resources.record(status.run_id)))
         st.rerun()
     elif status.state == "cancelled":
         st.session_state["msa_last_note"] = ("warning", "The run was cancelled; its progress is checkpointed and "
                                              "launching it again resumes it.")
         st.rerun()
     else:
-        st.session_state["msa_last_note"] = ("error", f"The run failed: {status.error or 'unknown error'}")
+        st.session_state["msa_last_note"] = ("error", "The run failed: "
+                                             f"{run_ray.hide_address(status.error) or 'unknown error'}")
         st.rerun()
 
 
@@ -67,9 +70,9 @@ if note:
     (st.error if note[0] == "error" else st.warning)(note[1])
 done_id = st.session_state.get("msa_last_done")
 if done_id and done_id == state.run_id():
-    st.success(f"Run {done_id[:8]} is ready." + (" Its values stay on disk (streamed within the memory bound); "
-                                                 "every page reads them a range at a time."
-                                                 if st.session_state.get("msa_last_on_disk") else ""))
+    st.success(f"Run {done_id[:8]} is ready. {st.session_state.get('msa_last_computed', '')}".rstrip()
+               + (" Its values stay on disk (streamed within the memory bound); every page reads them a range "
+                  "at a time." if st.session_state.get("msa_last_on_disk") else ""))
     c1, c2, c3 = st.columns(3)
     c1.page_link("pages/modes.py", label="Open its Shapley modes", icon=":material/grid_view:")
     c2.page_link("pages/lesion_curves.py", label="Lesion curves", icon=":material/trending_down:")
@@ -130,6 +133,34 @@ with right:
         st.error(bound_error)
     elif max_memory is None:
         st.caption(automatic_bound_text())
+    ray_setting, ray_submit, ray_error = run_ray.server_ray(), {}, None
+    if ray_setting["offered"]:
+        backend = state.url_widget(st.radio, "Backend", "backend", options=list(run_ray.BACKENDS), default="local",
+                                   horizontal=True, help="local: computed in this server's process. ray: the game's "
+                                   "evaluations spread over the workers of " + ("the server's Ray cluster"
+                                   if ray_setting["address"] else "a Ray instance this server runs") + "; the "
+                                   "values equal a local run's with the same seed.")
+        if backend == "ray" and not run_ray.accumulates_samples(method, options):
+            st.caption(f"**{method}** is not a sampling method: Ray spreads its evaluations over the workers and "
+                       "the driver keeps the values (no accumulate mode).")
+            ray_submit = run_ray.submit_options(backend)
+        elif backend == "ray":
+            mode = state.url_widget(st.radio, "Ray accumulate", "ray_accumulate", options=list(run_ray.ACCUMULATE),
+                                    default="auto", captions=list(run_ray.ACCUMULATE.values()))
+            units_text = ""
+            if mode != "driver":
+                units_text = state.url_widget(st.text_input, "Units per task (optional)", "ray_units", default="",
+                                              placeholder="automatic", help="Join orders (or antithetic pairs, Owen "
+                                              "units) per worker task when accumulating on the workers; more units "
+                                              "per task return fewer bytes. Empty: four rounds over the workers.")
+            per_task, ray_error = run_ray.units_per_task(units_text)
+            if ray_error:
+                st.error(ray_error)
+            ray_submit = run_ray.submit_options(backend, mode, per_task)
+    else:
+        asked = run_ray.link_asks_for_ray()  # keeps the link's Ray parameters; the run computes locally
+        if asked or ray_setting["note"]:
+            (st.warning if asked else st.caption)(ray_setting["note"] or run_ray.not_offered_notice())
 
 spec = RunSpec(model=state.model(), units=units, preset=preset, objective=objective, lesion=lesion, method=method,
                budget=int(budget), options=options, seed=int(seed), label=label,
@@ -155,7 +186,9 @@ if cost is not None or too_big:
                   else f"{low:.1f} to {high:.1f} s",
                   help=f"From timing real batches of this run here ({cost['evaluations_per_second']:,.0f} "
                        "evaluations/s)." + (" The probe finished the whole run: that is its measured time."
-                                           if cost["complete"] else ""))
+                                           if cost["complete"] else "")
+                  + (" Timed in this process: a Ray run spreads the evaluations over its workers." if ray_submit
+                     else ""))
     if too_big:
         st.error(f"Exact values need 2^{n_players} coalitions: choose at most {MAX_EXACT_PLAYERS} units or a "
                  "sampling estimator.")
@@ -165,10 +198,11 @@ if memory:
     else:
         (st.info if memory["on_disk"] else st.caption)(f"Memory: {memory['text']}.")
 launch = st.button("Launch the run", type="primary", icon=":material/play_arrow:",
-                   disabled=too_big or bool(job_id) or incomplete or bool(bound_error) or refused)
+                   disabled=too_big or bool(job_id) or incomplete or bool(bound_error) or refused
+                   or bool(ray_error))
 if launch:
     with shown("Launching the run"):
-        st.session_state[state.JOB] = resources.runner().submit(spec, max_memory=max_memory)
+        st.session_state[state.JOB] = resources.runner().submit(spec, max_memory=max_memory, **ray_submit)
         st.session_state[state.JOB_SPEC] = spec
         st.rerun()
 

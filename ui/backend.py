@@ -46,9 +46,10 @@ def describe_run(record: Any) -> str:
 
 def progress_text(status: Any) -> str:
     """The Run page's progress line of a :class:`~msa_core.runs.JobStatus`; before the run knows its size
-    it says what it is doing, never "0 / 0 evaluations"."""
+    it says what it is doing, never "0 / 0 evaluations"; a job on the Ray backend says so ("running on Ray: ...")."""
+    state = status.state + (" on Ray" if getattr(status, "backend", "local") == "ray" else "")
     if not status.total:
-        return f"{status.state}: loading the model and planning the run..."
+        return f"{state}: loading the model and planning the run..."
     eta = f"{status.eta_s:.0f} s left" if status.eta_s is not None else "estimating time left"
     rate = f" · {status.evals_per_s:,.0f} evaluations/s" if status.evals_per_s else ""
-    return f"{status.state}: {status.done:,} / {status.total:,} evaluations{rate} · {eta}"
+    return f"{state}: {status.done:,} / {status.total:,} evaluations{rate} · {eta}"
