@@ -37,7 +37,7 @@ from .memory import format_bytes
 from .ondisk import DEFAULT_CHUNK_BYTES
 from .spill import ColumnWriter, ValueSpill
 
-__all__ = ["LinearPlan", "linear_plan", "open_spill", "spill_width", "evaluate_into_spill", "solve_by_columns", "LINEAR_METHODS"]
+__all__ = ["LinearPlan", "linear_plan", "open_spill", "spill_width", "result_run", "evaluate_into_spill", "solve_by_columns", "LINEAR_METHODS"]
 
 LINEAR_METHODS = ("exact", "kernel", "leverage", "kadd", "regression_mc")
 _F64 = 8
@@ -218,9 +218,7 @@ def solve_by_columns(
     """
     folder = spill.path.parent if plan.result_on_disk else None  # values/, stderr/ next to spill/
     writer = ColumnWriter(n_players, output_shape, stderr=stderr, folder=folder, chunk_bytes=plan.chunk_bytes)
-    # an on-disk result is written in runs of columns filling the plan's chunk_bytes (held for it):
-    # each write maps every chunk file of the result, once per write rather than once per solve chunk
-    run = max(plan.width, plan.chunk_bytes // ((2 if stderr else 1) * n_players * _F64)) if folder else plan.width
+    run = result_run(plan, n_players, stderr)
     pending: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
 
     def flush() -> None:
@@ -239,6 +237,15 @@ def solve_by_columns(
             pending.append((c0, c1, values, errors))
     flush()
     return writer.arrays()
+
+
+def result_run(plan: LinearPlan, n_players: int, stderr: bool) -> int:
+    """Output columns written to the result at once: an on-disk result in runs filling the plan's
+    ``chunk_bytes`` (held for it), since each write maps every chunk file of the result; in memory,
+    each solve chunk as it comes."""
+    if not plan.result_on_disk:
+        return plan.width
+    return int(max(plan.width, plan.chunk_bytes // ((2 if stderr else 1) * n_players * _F64)))
 
 
 def finish_spill(spill: ValueSpill, result: Any, plan: LinearPlan) -> Any:
