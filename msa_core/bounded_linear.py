@@ -37,7 +37,7 @@ from .memory import format_bytes
 from .ondisk import DEFAULT_CHUNK_BYTES
 from .spill import ColumnWriter, ValueSpill
 
-__all__ = ["LinearPlan", "linear_plan", "open_spill", "evaluate_into_spill", "solve_by_columns", "LINEAR_METHODS"]
+__all__ = ["LinearPlan", "linear_plan", "open_spill", "spill_width", "result_run", "evaluate_into_spill", "solve_by_columns", "LINEAR_METHODS"]
 
 LINEAR_METHODS = ("exact", "kernel", "leverage", "kadd", "regression_mc")
 _F64 = 8
@@ -159,7 +159,16 @@ def open_spill(state: Any, plan: LinearPlan, rows: int, outputs: int, scratch_di
                          f"{outputs} outputs x 8 B, and the result if on disk) and {folder.parent} has {format_bytes(free)} free; "
                          "pass scratch_dir= on a larger disk")
     state.extra["spill"] = {"path": str(folder)}
-    return ValueSpill.create(folder / "spill", rows, outputs, plan.width), False
+    return ValueSpill.create(folder / "spill", rows, outputs, spill_width(plan, rows, outputs)), False
+
+
+def spill_width(plan: LinearPlan, rows: int, outputs: int) -> int:
+    """Output columns per spill file: at least the solve's ``plan.width``, and as many more as keep a
+    file (``rows x width x 8`` bytes) within ``plan.chunk_bytes``. Every evaluated block is written
+    into every file, so files of one column each (a tight bound's solve width) cost one file opening
+    per output per block; the column pass reads ``plan.width`` columns inside one file either way."""
+    fit = int(plan.chunk_bytes) // max(1, int(rows) * _F64)
+    return int(max(1, min(int(outputs), max(int(plan.width), fit))))
 
 
 def evaluate_into_spill(
@@ -209,13 +218,34 @@ def solve_by_columns(
     """
     folder = spill.path.parent if plan.result_on_disk else None  # values/, stderr/ next to spill/
     writer = ColumnWriter(n_players, output_shape, stderr=stderr, folder=folder, chunk_bytes=plan.chunk_bytes)
+    run = result_run(plan, n_players, stderr)
+    pending: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
+
+    def flush() -> None:
+        if pending:
+            errors = None if pending[0][3] is None else torch.cat([part[3] for part in pending], dim=1)
+            writer.write(pending[0][0], pending[-1][1], torch.cat([part[2] for part in pending], dim=1), errors)
+            pending.clear()
+
     for f0, f1 in spill.chunks:
         for c0 in range(f0, f1, plan.width):
             runner.check_cancel()
             c1 = min(f1, c0 + plan.width)
             values, errors = solve(c0, c1)
-            writer.write(c0, c1, values, errors)
+            if pending and c1 - pending[0][0] > run:
+                flush()
+            pending.append((c0, c1, values, errors))
+    flush()
     return writer.arrays()
+
+
+def result_run(plan: LinearPlan, n_players: int, stderr: bool) -> int:
+    """Output columns written to the result at once: an on-disk result in runs filling the plan's
+    ``chunk_bytes`` (held for it), since each write maps every chunk file of the result; in memory,
+    each solve chunk as it comes."""
+    if not plan.result_on_disk:
+        return plan.width
+    return int(max(plan.width, plan.chunk_bytes // ((2 if stderr else 1) * n_players * _F64)))
 
 
 def finish_spill(spill: ValueSpill, result: Any, plan: LinearPlan) -> Any:

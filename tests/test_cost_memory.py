@@ -74,9 +74,9 @@ def test_estimate_cost_probes_under_the_bound_and_skips_a_refused_one(recipe):
 @pytest.mark.parametrize("method", ["kernel", "leverage", "kadd", "regression_mc"])
 def test_the_design_outline_is_the_built_design(method):
     from msa_core.estimators import make_estimator
-    from msa_core.runs.cost import _design_outline
+    from msa_core.estimators.spilled import regression_outline  # what the outlook and auto plan with
 
     estimator = make_estimator(method)
-    for n, budget, outputs in [(5, 120, 3000), (12, 300, 1), (40, 5000, 3000), (40, 5000, 10**6)]:
-        design, outline = estimator.design(n, budget, 0, outputs), _design_outline(estimator, n, budget, outputs)
+    for n, budget, outputs in [(5, 120, 3000), (12, 300, 1), (40, 5000, 3000), (40, 5000, 10**6), (6, 32, 200)]:
+        design, outline = estimator.design(n, budget, 0, outputs), regression_outline(estimator, n, budget, outputs)
         assert (outline.n_groups, outline.n_pairs, outline.paired) == (design.n_groups, design.n_pairs, design.paired)

@@ -31,7 +31,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-__all__ = ["PairedDesign", "allocate_pairs", "kernel_size_weights", "uniform_size_weights"]
+__all__ = ["DesignOutline", "PairedDesign", "allocate_pairs", "kernel_size_weights", "uniform_size_weights"]
 
 _ENUMERATE_FACTOR = 4  # a stratum at most this many times larger than its draw is listed, then subsampled
 
@@ -123,6 +123,26 @@ def _stratum_bases(n: int, s: int, draws: int, population: int, rng: np.random.G
     return np.stack(found)
 
 
+@dataclass(frozen=True)
+class DesignOutline:
+    """A :class:`PairedDesign` before its coalitions are drawn (:meth:`PairedDesign.outline`): what the
+    memory plans read of it.
+
+    Attributes:
+        n: players; n_pairs: units (pairs, or coalitions unpaired); n_groups: replicate groups used
+            (0 when everything is a census); paired: whether units are pairs.
+        draws, census, population: per stratum (see :func:`allocate_pairs`, :func:`pair_population`).
+    """
+
+    n: int
+    n_pairs: int
+    n_groups: int
+    paired: bool
+    draws: np.ndarray
+    census: np.ndarray
+    population: np.ndarray
+
+
 @dataclass
 class PairedDesign:
     """The pairs a run evaluates, in order, with their weights and groups.
@@ -147,19 +167,27 @@ class PairedDesign:
     paired: bool = True
 
     @staticmethod
-    def build(n: int, budget: int, size_weights: np.ndarray, seed: int, n_groups: int, paired: bool = True) -> "PairedDesign":
-        """The design of ``(budget - 2) // 2`` pairs (all pairs if fewer exist); unpaired, of
-        ``budget - 2`` single coalitions."""
+    def outline(n: int, budget: int, size_weights: np.ndarray, n_groups: int, paired: bool = True) -> "DesignOutline":
+        """What :meth:`build` makes of these arguments without drawing a coalition: the units, the
+        per-stratum allocation and the replicate groups actually used (see :class:`DesignOutline`)."""
         if n < 2:
             raise ValueError("a coalition design needs at least two players")
         population = pair_population(n, paired)
         total = int(population.sum()) if n <= 62 else 2**62
         n_pairs = min(total, max(0, (int(budget) - 2) // (2 if paired else 1)))
         draws, census = allocate_pairs(n, n_pairs, size_weights, paired)
-        blocks, group_blocks = [], []
-        dealt = 0  # sampled pairs dealt into groups so far (round-robin over all strata)
         sampled_total = int(draws[~census].sum())
         used_groups = min(int(n_groups), sampled_total) if sampled_total >= 2 else 0
+        return DesignOutline(n, int(draws.sum()), used_groups, paired, draws, census, population)
+
+    @staticmethod
+    def build(n: int, budget: int, size_weights: np.ndarray, seed: int, n_groups: int, paired: bool = True) -> "PairedDesign":
+        """The design of ``(budget - 2) // 2`` pairs (all pairs if fewer exist); unpaired, of
+        ``budget - 2`` single coalitions."""
+        outline = PairedDesign.outline(n, budget, size_weights, n_groups, paired)
+        draws, census, population, used_groups = outline.draws, outline.census, outline.population, outline.n_groups
+        blocks, group_blocks = [], []
+        dealt = 0  # sampled pairs dealt into groups so far (round-robin over all strata)
         sizes = strata_sizes(n, paired)
         for index, s in enumerate(sizes.tolist()):
             rng = np.random.default_rng([int(seed), 0x5A17 if paired else 0x5A18, s])

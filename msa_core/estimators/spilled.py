@@ -19,15 +19,27 @@ from ..bounded_linear import (
     solve_by_columns,
     unit_blocks,
 )
-from .design import PairedDesign
+from .design import DesignOutline, PairedDesign
 
-__all__ = ["regression_memory_plan", "regression_spill", "exact_memory_plan", "exact_spill", "finish_spill"]
+__all__ = ["regression_outline", "regression_memory_plan", "regression_spill", "exact_memory_plan", "exact_spill", "finish_spill"]
 
 _F64 = 8
 
 
 # ---------------------------------------------------------------------- regression
-def regression_memory_plan(estimator: Any, design: PairedDesign, outputs: int, max_memory: int, checkpoints: bool,
+def regression_outline(estimator: Any, n_players: int, budget: int, outputs: int) -> DesignOutline:
+    """The outline of the design ``estimator.design(n_players, budget, seed, outputs)`` builds (any seed):
+    its units and the replicate groups it actually uses, with no coalition drawn (for memory plans
+    made before a run: ``auto``'s choice, the cost outlook)."""
+    from .regression import GROUP_MEMORY_BYTES
+
+    p = estimator.n_features(n_players)
+    groups = max(2, min(estimator.n_groups, GROUP_MEMORY_BYTES // max(1, 8 * p * max(1, int(outputs))) - 1))
+    evaluations = estimator.plan(n_players, budget)["evaluations"]
+    return PairedDesign.outline(n_players, evaluations, estimator.size_weights(n_players), groups, estimator.paired)
+
+
+def regression_memory_plan(estimator: Any, design: PairedDesign | DesignOutline, outputs: int, max_memory: int, checkpoints: bool,
                            *, force_spill: bool = False) -> LinearPlan:
     """The :class:`LinearPlan` of a regression run on ``design`` (see :func:`linear_plan` for the terms).
 

@@ -165,8 +165,24 @@ class TruncatedEstimator(SamplingEstimator):
         self.truncated_steps += max(stop_length[0], 1) - 1
         self.total_steps += max(0, n - 1)
 
-    def estimate(self, runner: GameRunner, n_players: int, **options: Any):
-        result = super().estimate(runner, n_players, **options)
+    def estimate(self, runner: GameRunner, n_players: int, *, state: Any = None,
+                 on_block: Callable[[Any], Any] | None = None, **options: Any):
+        """:meth:`SamplingEstimator.estimate`, with ``metadata["truncation"]``: the tolerance, the floor and
+        the fraction of chain steps the stop rule skipped, over every unit of the run. The counts
+        travel in the checkpoint (``state.extra["truncation_steps"]``: skipped, total), so a resumed
+        run reports the fraction of the uninterrupted one."""
+        saved = state.extra.get("truncation_steps") if state is not None else None
+        # a resumed state's counts; a fresh run (next_unit 0) starts from none, whatever ran before
+        resumed = saved is not None and state.next_unit > 0
+        self.truncated_steps, self.total_steps = (int(saved[0]), int(saved[1])) if resumed else (0, 0)
+
+        def record(merged: Any) -> None:  # called after each merged block: the counts are the state's
+            merged.extra["truncation_steps"] = torch.tensor([self.truncated_steps, self.total_steps])
+            if on_block is not None:
+                on_block(merged)
+
+        result = super().estimate(runner, n_players, state=state, on_block=record if on_block is not None else None,
+                                  **options)
         result.metadata["truncation"] = {
             "tolerance": self.tolerance,
             "floor": self.floor,

@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from ..estimators import (
-    BOUNDED_ESTIMATORS, AutoEstimator, ExactEstimator, RegressionEstimator, RunCancelled, SamplingEstimator,
+    BOUNDED_ESTIMATORS, AutoEstimator, ExactEstimator, RunCancelled, SamplingEstimator,
     TopKEstimator, make_estimator,
 )
 from ..memory import format_bytes, resolve_max_memory
@@ -82,7 +81,7 @@ def memory_outlook(spec: RunSpec, n_players: int, output_size: int, max_memory: 
     budget = budget_evaluations(spec, n)
     estimator = make_estimator(spec.method, **spec.options_dict)
     if isinstance(estimator, AutoEstimator):
-        estimator = estimator.choose(n, budget, outputs, bound, scratch_dir)
+        estimator = estimator.choose(n, budget, outputs, bound, scratch_dir, checkpoints=True)  # execute checkpoints
     outlook: dict[str, Any] = {"max_memory": bound, "automatic": max_memory is None, "method": estimator.name,
                                "mode": "memory" if isinstance(estimator, BOUNDED_ESTIMATORS) else "unbounded",
                                "on_disk": False, "disk_bytes": 0, "error": None}
@@ -98,34 +97,18 @@ def memory_outlook(spec: RunSpec, n_players: int, output_size: int, max_memory: 
             planned = memory_plan(estimator, n, outputs, bound, checkpoints=True, natural_block=natural)
             outlook.update(mode=planned.mode, on_disk=planned.on_disk, disk_bytes=None)
         elif n > 1:
-            from ..estimators.spilled import exact_memory_plan, regression_memory_plan
+            from ..estimators.spilled import exact_memory_plan, regression_memory_plan, regression_outline
 
             if isinstance(estimator, ExactEstimator):
                 linear = exact_memory_plan(n, outputs, 1, bound, True)  # the mode does not depend on the block
             else:
-                linear = regression_memory_plan(estimator, _design_outline(estimator, n, budget, outputs), outputs,
+                linear = regression_memory_plan(estimator, regression_outline(estimator, n, budget, outputs), outputs,
                                                 bound, True)
             outlook.update(mode=linear.mode, on_disk=linear.result_on_disk, disk_bytes=linear.disk_bytes)
     except ValueError as error:
         outlook["error"] = str(error)
     outlook["text"] = _outlook_text(outlook)
     return outlook
-
-
-def _design_outline(estimator: RegressionEstimator, n: int, budget: int, outputs: int) -> SimpleNamespace:
-    """What the regression memory plan reads of the run's design (players, replicate groups, pairing, pairs),
-    as :meth:`PairedDesign.build` would make it, from its per-size allocation alone (no coalitions drawn)."""
-    from ..estimators.design import allocate_pairs, pair_population
-    from ..estimators.regression import GROUP_MEMORY_BYTES
-
-    p, paired = estimator.n_features(n), estimator.paired
-    groups = max(2, min(estimator.n_groups, GROUP_MEMORY_BYTES // max(1, 8 * p * outputs) - 1))
-    budget = estimator.plan(n, budget)["evaluations"]
-    total = int(pair_population(n, paired).sum()) if n <= 62 else 2**62
-    n_pairs = min(total, max(0, (int(budget) - 2) // (2 if paired else 1)))
-    draws, census = allocate_pairs(n, n_pairs, estimator.size_weights(n), paired)
-    sampled = int(draws[~census].sum())
-    return SimpleNamespace(n=n, n_groups=min(groups, sampled) if sampled >= 2 else 0, paired=paired, n_pairs=n_pairs)
 
 
 def _outlook_text(outlook: dict[str, Any]) -> str:
