@@ -238,6 +238,9 @@ def test_workers_over_their_bound_accumulate_on_disk_and_equal_the_local_bounded
     assert 0 < max(reads) <= parse_memory(bound) // 32 < 10 * 2000 * 8  # row ranges, never a whole (n, *output) moment
     assert remote.params["resumed_from_unit"] == 12 and remote.result.n_evaluations == local.result.n_evaluations
     assert remote.result.on_disk and remote.id == local.id
+    if method == "truncated":  # the whole run's skipped fraction, though this session merged only the last units
+        skipped = local.result.metadata["truncation"]["skipped_fraction"]
+        assert skipped > 0 and remote.result.metadata["truncation"]["skipped_fraction"] == pytest.approx(skipped, abs=1e-12)
     assert np.allclose(remote.result.values.numpy(), local.result.values.numpy(), rtol=0, atol=1e-12)
     assert np.allclose(remote.result.stderr.numpy(), local.result.stderr.numpy(), rtol=0, atol=1e-12)
     assert not list(store.scratch_dir().glob("ray-*"))  # the parts folders are gone

@@ -243,7 +243,10 @@ def run_on_workers(resolved: Any, ray_game: Any, state: SamplingState, *, units_
     chunk = merge_bytes(resolve_max_memory(bound), empty.numel())
     folder = None if parts_dir is None else str(parts_dir)
     workers = ray_game.workers
-    truncation: list[tuple[int, dict[str, Any]]] = []
+    # truncated: units merged and their skipped fraction summed (weighted by units), in the checkpoint, so a
+    # resumed run reports the whole run's skipped_fraction, not only this session's parts
+    saved = state.extra.get("ray_truncation")
+    truncation = [float(saved[0]), float(saved[1])] if saved is not None else [0.0, 0.0]
     try:
         if folder is not None:
             state.accumulator = to_disk(state.accumulator, (n, *empty.shape), scratch_dir, chunk)
@@ -263,7 +266,9 @@ def run_on_workers(resolved: Any, ray_game: Any, state: SamplingState, *, units_
                 state.n_evaluations += int(part["n_evaluations"])
                 state.next_unit = b
                 if "truncation" in part["metadata"]:
-                    truncation.append((b - a, part["metadata"]["truncation"]))
+                    truncation[0] += b - a
+                    truncation[1] += (b - a) * part["metadata"]["truncation"]["skipped_fraction"]
+                    state.extra["ray_truncation"] = torch.tensor(truncation, dtype=torch.float64)
             if progress is not None:
                 progress(state.n_evaluations, max(planned, state.n_evaluations))
             if on_block is not None:
@@ -275,8 +280,7 @@ def run_on_workers(resolved: Any, ray_game: Any, state: SamplingState, *, units_
         result = disk_result(estimator, state, seed=spec.seed, elapsed_s=elapsed, max_bytes=chunk)
     else:
         result = estimator.result_from_state(state, seed=spec.seed, elapsed_s=elapsed)
-    if truncation:  # weighted by units: each unit has the same number of chain steps
-        units = sum(k for k, _ in truncation)
-        result.metadata["truncation"] = dict(truncation[0][1], skipped_fraction=sum(
-            k * t["skipped_fraction"] for k, t in truncation) / units)
+    if truncation[0]:  # weighted by units: each unit has the same number of chain steps
+        result.metadata["truncation"] = dict(_truncation(estimator)["truncation"],
+                                             skipped_fraction=truncation[1] / truncation[0])
     return result
