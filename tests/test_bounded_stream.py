@@ -127,25 +127,35 @@ CHILD = textwrap.dedent("""
     limit = status("VmSize") + 80 * 2**20  # less address space than the result needs
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     # warm-up: torch's and BLAS's first-call buffers and lazy imports belong to the baseline, not the run
-    shapley_modes(LowRankLinear(4, (3,)), 4, method="owen", budget=100, max_memory="2MB", scratch_dir={scratch!r})
+    shapley_modes(LowRankLinear(4, (3,)), 4, method={method!r}, budget=100, max_memory="2MB", scratch_dir={scratch!r})
     baseline = status("VmRSS")
-    result = shapley_modes(game, n, method="owen", budget=2 + 2 * 4 * (n + 1), seed=0, max_memory="30MB",
-                           estimator_options={{"n_strata": 4}}, scratch_dir={scratch!r})
+    result = shapley_modes(game, n, method={method!r}, budget={budget}, seed=0, max_memory="30MB",
+                           estimator_options={options!r}, scratch_dir={scratch!r})
     peak = status("VmHWM")  # this process's own peak (ru_maxrss carries the forking pytest's across exec)
     error = max(float((result.values[s:s + 20] - (game.a[s:s + 20] @ game.b.reshape(3, -1)).reshape(-1, *shape))
                       .abs().max()) for s in range(0, n, 20))
-    print(json.dumps({{"baseline": baseline, "peak": peak, "error": error, "plan": result.metadata["memory"]}}))
+    print(json.dumps({{"baseline": baseline, "peak": peak, "error": error, "plan": result.metadata["memory"],
+                      "samples": result.metadata.get("topk", {{}}).get("samples_per_unit"),
+                      "evaluations": result.n_evaluations}}))
 """)
 
 
-def test_streamed_owen_stays_under_the_bound_in_a_limited_process(tmp_path):
+def bounded_run_in_a_limited_process(tmp_path, method: str, budget: int, options: dict) -> dict:
+    """Run ``method`` on a 120-player linear game with outputs (50, 1000) (a 96 MB result) under
+    ``max_memory="30MB"`` in a child whose address space is its baseline + 80 MB. Returns the child's
+    figures: RSS ``baseline`` and ``peak`` (VmHWM) in bytes, max ``error`` against the exact values, the
+    memory ``plan``, topk's ``samples`` per unit (else None) and the ``evaluations``."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # a low fixed mmap threshold: freed rows (400 KB) go back to the system, so RSS tracks use
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    completed = subprocess.run([sys.executable, "-c", CHILD.format(root=root, scratch=str(tmp_path))],
-                               capture_output=True, text=True, env=env, timeout=300)
+    script = CHILD.format(root=root, scratch=str(tmp_path), method=method, budget=int(budget), options=options)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_streamed_owen_stays_under_the_bound_in_a_limited_process(tmp_path):
+    figures = bounded_run_in_a_limited_process(tmp_path, "owen", 2 + 2 * 4 * 121, {"n_strata": 4})
     assert figures["plan"]["mode"] == "stream" and figures["plan"]["on_disk"]
     assert figures["error"] < 1e-10
     assert figures["peak"] - figures["baseline"] < 30 * 2**20, figures

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 
 import pytest
@@ -17,6 +12,7 @@ from msa_core.accumulate import DiskMoments, MomentAccumulator
 from msa_core.estimators import RunCancelled, SamplingState
 
 from .test_bounded_memory import LowRankLinear, dense
+from .test_bounded_stream import bounded_run_in_a_limited_process
 
 N, SHAPE = 16, (10, 200)  # one mode: 256 KB float64
 
@@ -178,38 +174,8 @@ def test_a_crash_inside_a_streamed_round_leaves_no_resumable_checkpoint(tmp_path
         SamplingState.from_arrays(saved[-1])
 
 
-CHILD = textwrap.dedent("""
-    import json, resource, sys
-    sys.path.insert(0, {root!r})
-    from tests.test_bounded_memory import LowRankLinear
-    from msa_core import shapley_modes
-    def status(key):
-        return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
-    n, shape = 120, (50, 1000)  # values + stderr: 2 * 120 * 50000 * 8 B = 96 MB
-    game = LowRankLinear(n, shape, seed=2)
-    limit = status("VmSize") + 80 * 2**20  # less address space than the result needs
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    # warm-up: torch's and BLAS's first-call buffers and lazy imports belong to the baseline, not the run
-    shapley_modes(LowRankLinear(4, (3,)), 4, method="topk", budget=100, max_memory="2MB", scratch_dir={scratch!r})
-    baseline = status("VmRSS")
-    result = shapley_modes(game, n, method="topk", budget=2 + 4 * (n - 1), seed=0, max_memory="30MB",
-                           estimator_options={{"permutations_per_round": 2}}, scratch_dir={scratch!r})
-    peak = status("VmHWM")  # this process's own peak (ru_maxrss carries the forking pytest's across exec)
-    error = max(float((result.values[s:s + 20] - (game.a[s:s + 20] @ game.b.reshape(3, -1)).reshape(-1, *shape))
-                      .abs().max()) for s in range(0, n, 20))
-    print(json.dumps({{"baseline": baseline, "peak": peak, "error": error, "plan": result.metadata["memory"],
-                      "samples": result.metadata["topk"]["samples_per_unit"], "evaluations": result.n_evaluations}}))
-""")
-
-
 def test_bounded_topk_stays_under_the_bound_in_a_limited_process(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    # a low fixed mmap threshold: freed rows (400 KB) go back to the system, so RSS tracks use
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    completed = subprocess.run([sys.executable, "-c", CHILD.format(root=root, scratch=str(tmp_path))],
-                               capture_output=True, text=True, env=env, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    figures = bounded_run_in_a_limited_process(tmp_path, "topk", 2 + 4 * 119, {"permutations_per_round": 2})
     assert figures["plan"]["mode"] == "stream" and figures["plan"]["on_disk"]
     assert figures["samples"] == [4] * 120 and figures["evaluations"] == 2 + 4 * 119  # two rounds of chains
     assert figures["error"] < 1e-10  # every marginal of a linear game is its exact value
