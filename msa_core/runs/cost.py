@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..estimators import (
-    BOUNDED_ESTIMATORS, AutoEstimator, ExactEstimator, RunCancelled, SamplingEstimator,
+    AutoEstimator, ExactEstimator, RunCancelled, SamplingEstimator,
     TopKEstimator, make_estimator,
 )
 from ..memory import format_bytes, resolve_max_memory
@@ -71,9 +71,8 @@ def memory_outlook(spec: RunSpec, n_players: int, output_size: int, max_memory: 
     Returns:
         ``{"max_memory", "automatic", "method", "mode", "on_disk", "disk_bytes", "error", "text"}``: the
         bound in bytes and whether it is the automatic one; the method that runs ("auto" resolved);
-        ``mode`` "blocks"/"stream" (sampling), "memory"/"spill" (exact, regressions) or "unbounded"
-        (topk); whether the result stays on disk; bytes written to disk (spilled values; None where the
-        plan does not count them); ``error`` (one line) where the run cannot keep within the bound (the
+        ``mode`` "blocks"/"stream" (sampling, topk), "memory"/"spill" (exact, regressions); whether the
+        result stays on disk; bytes written to disk (spilled values; None where the plan does not count them); ``error`` (one line) where the run cannot keep within the bound (the
         run would raise it), else None; ``text``: one line for the user.
     """
     bound = resolve_max_memory(max_memory)
@@ -83,14 +82,10 @@ def memory_outlook(spec: RunSpec, n_players: int, output_size: int, max_memory: 
     if isinstance(estimator, AutoEstimator):
         estimator = estimator.choose(n, budget, outputs, bound, scratch_dir, checkpoints=True)  # execute checkpoints
     outlook: dict[str, Any] = {"max_memory": bound, "automatic": max_memory is None, "method": estimator.name,
-                               "mode": "memory" if isinstance(estimator, BOUNDED_ESTIMATORS) else "unbounded",
+                               "mode": "memory",
                                "on_disk": False, "disk_bytes": 0, "error": None}
     try:
-        if not isinstance(estimator, BOUNDED_ESTIMATORS):
-            if max_memory is not None:
-                raise ValueError(f"method {spec.method!r} keeps its state in memory and takes no memory bound; "
-                                 "leave the bound empty (automatic) or choose another method")
-        elif isinstance(estimator, (SamplingEstimator, TopKEstimator)):
+        if isinstance(estimator, (SamplingEstimator, TopKEstimator)):
             from ..bounded import memory_plan
 
             natural = estimator.permutations_per_round if isinstance(estimator, TopKEstimator) else None
@@ -122,8 +117,6 @@ def _outlook_text(outlook: dict[str, Any]) -> str:
     if mode == "spill":
         result = "result on disk" if outlook["on_disk"] else "result in memory"
         return f"spills {format_bytes(disk)} of game values to disk within {bound}; {result}"
-    if mode == "unbounded":
-        return f"{outlook['method']} keeps its state in memory (it takes no bound)"
     return f"in memory, within {bound}"
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..estimators import BOUNDED_ESTIMATORS, RunCancelled, make_estimator
+from ..estimators import RunCancelled
 from ..memory import parse_memory
 from .execute import execute, plan
 from .spec import ResolvedRun, RunSpec, resolve
@@ -162,7 +162,7 @@ class JobRunner:
         done at once (unless ``refresh``).
 
         ``max_memory``, ``backend``, ``address``, ``ray_options``: as for :func:`~msa_core.runs.execute`;
-        None takes the runner's default. A bad bound, a bound on a method that takes none ("topk"), Ray
+        None takes the runner's default. A bad bound, Ray
         options on the "local" backend or an unknown Ray option raise ValueError here.
         """
         options = self._job_options(spec, max_memory, backend, address, ray_options)
@@ -293,9 +293,6 @@ class JobRunner:
         """The keyword arguments of ``execute`` for one job: the given ones over the runner's, checked."""
         backend = _check_backend(backend or self.backend)
         bound = self.max_memory if max_memory is None else parse_memory(max_memory)
-        if bound is not None and not isinstance(make_estimator(spec.method, **spec.options_dict), BOUNDED_ESTIMATORS):
-            raise ValueError(f"method {spec.method!r} keeps its state in memory and takes no memory bound; "
-                             "leave max_memory unset or choose another method")
         chosen = _check_ray_options(ray_options if ray_options is not None else
                                     (self.ray_options if backend == "ray" else None), backend)
         options: dict[str, Any] = {"backend": backend, "max_memory": bound}
